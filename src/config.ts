@@ -1,0 +1,332 @@
+/**
+ * Typed configuration: flags > environment (`BERTH_*`) > config file (JSON) >
+ * defaults. One table, {@linkcode OPTIONS}, drives parsing, validation,
+ * `--help` and the README's configuration table.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+
+/** Everything Berth can be told. */
+export interface Config {
+  listen: { hostname: string; port: number };
+  data: string;
+  /** KV location: a file path, a URL (KV Connect) or `:memory:`; "" means `<data>/meta.kv`. */
+  kv: string;
+  maxManifestBytes: number;
+  uploadTtlMs: number;
+  deleteEnabled: boolean;
+  autoMount: boolean;
+  maxUploadsPerRepo: number;
+  maxUploads: number;
+  tagsPageMax: number;
+  logLevel: LogLevel;
+}
+
+export type LogLevel = "debug" | "info" | "warn" | "error" | "off";
+
+/** Raised for a bad option value; the message names the option, the value and what is allowed. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+type Kind = "string" | "boolean";
+
+interface OptionSpec {
+  flag: string;
+  kind: Kind;
+  default: string;
+  help: string;
+  allowed: string;
+  apply(config: Config, value: string): void;
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+};
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 };
+
+/** Parses a byte size such as `4MiB`, `512kb` or `1048576`. */
+export function parseSize(value: string): number | null {
+  const match = /^([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)$/.exec(value.trim());
+  const unit = SIZE_UNITS[match?.[2]?.toLowerCase() ?? "?"];
+  if (!match || unit === undefined) return null;
+  const bytes = Math.round(Number(match[1]) * unit);
+  return Number.isSafeInteger(bytes) ? bytes : null;
+}
+
+/** Parses a duration such as `90s`, `15m`, `24h` or `7d`. */
+export function parseDuration(value: string): number | null {
+  const match = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$/.exec(value.trim());
+  if (!match) return null;
+  const ms = Math.round(Number(match[1]) * DURATION_UNITS[match[2]!]!);
+  return Number.isSafeInteger(ms) ? ms : null;
+}
+
+function bad(flag: string, value: string, allowed: string): ConfigError {
+  return new ConfigError(`Invalid value "${value}" for --${flag}: expected ${allowed}`);
+}
+
+function bool(flag: string, value: string): boolean {
+  if (/^(1|true|yes|on)$/i.test(value)) return true;
+  if (/^(0|false|no|off)$/i.test(value)) return false;
+  throw bad(flag, value, "true or false");
+}
+
+function int(flag: string, value: string, min: number, max: number): number {
+  const n = /^[0-9]+$/.test(value.trim()) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw bad(flag, value, `a whole number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+/** Every option, in `--help` order. */
+export const OPTIONS: OptionSpec[] = [
+  {
+    flag: "listen",
+    kind: "string",
+    default: "127.0.0.1:5000",
+    help: "Address to listen on",
+    allowed: "HOST:PORT with a port from 0 to 65535 ([::1]:PORT for IPv6)",
+    apply(config, value) {
+      const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/.exec(value);
+      const port = Number(match?.[2]);
+      if (!match || port > 65535) throw bad("listen", value, this.allowed);
+      config.listen = { hostname: match[1]!.replace(/^\[|\]$/g, ""), port };
+    },
+  },
+  {
+    flag: "data",
+    kind: "string",
+    default: "./data",
+    help: "Data directory: blobs/, uploads/, tmp/ and (unless --kv says otherwise) meta.kv",
+    allowed: "a directory path",
+    apply(config, value) {
+      if (value.trim() === "") throw bad("data", value, this.allowed);
+      config.data = value;
+    },
+  },
+  {
+    flag: "kv",
+    kind: "string",
+    default: "",
+    help:
+      "Where metadata lives: a file path, an http(s) KV Connect URL, or :memory: (default <data>/meta.kv)",
+    allowed: "a path, an http(s) URL or :memory:",
+    apply(config, value) {
+      config.kv = value;
+    },
+  },
+  {
+    flag: "max-manifest-bytes",
+    kind: "string",
+    default: "4MiB",
+    help: "Largest manifest accepted (larger: 413)",
+    allowed: "a size from 1KiB to 64MiB, such as 4MiB or 4194304",
+    apply(config, value) {
+      const bytes = parseSize(value);
+      if (bytes === null || bytes < 1024 || bytes > 64 * 1024 ** 2) {
+        throw bad("max-manifest-bytes", value, this.allowed);
+      }
+      config.maxManifestBytes = bytes;
+    },
+  },
+  {
+    flag: "upload-ttl",
+    kind: "string",
+    default: "24h",
+    help: "Upload sessions idle this long expire and their files are removed",
+    allowed: "a duration from 1s to 365d, such as 90s, 15m, 24h or 7d",
+    apply(config, value) {
+      const ms = parseDuration(value);
+      if (ms === null || ms < 1000 || ms > 365 * 86400e3) {
+        throw bad("upload-ttl", value, this.allowed);
+      }
+      config.uploadTtlMs = ms;
+    },
+  },
+  {
+    flag: "no-delete",
+    kind: "boolean",
+    default: "false",
+    help: "Refuse DELETE of manifests, tags and blobs with 405 UNSUPPORTED",
+    allowed: "true or false",
+    apply(config, value) {
+      config.deleteEnabled = !bool("no-delete", value);
+    },
+  },
+  {
+    flag: "no-auto-mount",
+    kind: "boolean",
+    default: "false",
+    help: "Mount without ?from= only from the named repository: answer 202 (a new session) instead",
+    allowed: "true or false",
+    apply(config, value) {
+      config.autoMount = !bool("no-auto-mount", value);
+    },
+  },
+  {
+    flag: "max-uploads-per-repo",
+    kind: "string",
+    default: "100",
+    help: "Open upload sessions allowed per repository (over it: 429 TOOMANYREQUESTS)",
+    allowed: "a whole number from 1 to 100000",
+    apply(config, value) {
+      config.maxUploadsPerRepo = int("max-uploads-per-repo", value, 1, 100000);
+    },
+  },
+  {
+    flag: "max-uploads",
+    kind: "string",
+    default: "1000",
+    help: "Open upload sessions allowed in total (over it: 429 TOOMANYREQUESTS)",
+    allowed: "a whole number from 1 to 100000",
+    apply(config, value) {
+      config.maxUploads = int("max-uploads", value, 1, 100000);
+    },
+  },
+  {
+    flag: "tags-page-max",
+    kind: "string",
+    default: "1000",
+    help: "Most entries one tags, catalog or referrers page returns (more: Link to the next page)",
+    allowed: "a whole number from 1 to 10000",
+    apply(config, value) {
+      config.tagsPageMax = int("tags-page-max", value, 1, 10000);
+    },
+  },
+  {
+    flag: "log-level",
+    kind: "string",
+    default: "info",
+    help: "debug, info (one JSON line per request), warn, error or off",
+    allowed: "debug, info, warn, error or off",
+    apply(config, value) {
+      if (!["debug", "info", "warn", "error", "off"].includes(value)) {
+        throw bad("log-level", value, this.allowed);
+      }
+      config.logLevel = value as LogLevel;
+    },
+  },
+];
+
+/** The environment variable of an option: `--max-uploads` is `BERTH_MAX_UPLOADS`. */
+export function envName(flag: string): string {
+  return `BERTH_${flag.toUpperCase().replaceAll("-", "_")}`;
+}
+
+/** Defaults, as a config. */
+export function defaultConfig(): Config {
+  const config = {} as Config;
+  for (const option of OPTIONS) option.apply(config, option.default);
+  return config;
+}
+
+/** `--help` text. */
+export function helpText(): string {
+  const lines = [
+    "Berth: an OCI Distribution v1.1 container registry",
+    "",
+    "Usage:",
+    "  berth serve [options]     run the registry",
+    "  berth fsck [--data DIR] [--kv KV] [--repair]   check (and repair) a data directory",
+    "",
+    "Options (each also as an environment variable, or a key of the JSON file given by --config):",
+  ];
+  for (const option of OPTIONS) {
+    const value = option.kind === "boolean" ? "" : " VALUE";
+    lines.push(`  --${option.flag}${value}`.padEnd(30) + `${option.help}`);
+    lines.push(
+      " ".repeat(30) + `default ${option.default || "(none)"}; env ${envName(option.flag)}`,
+    );
+  }
+  lines.push(
+    `  --config FILE`.padEnd(30) + "JSON file of options, keyed by flag name (env BERTH_CONFIG)",
+  );
+  lines.push(`  --help`.padEnd(30) + "Show this text");
+  return lines.join("\n");
+}
+
+/** The result of reading the command line. */
+export interface Cli {
+  command: string;
+  config: Config;
+  help: boolean;
+  repair: boolean;
+}
+
+/**
+ * Parses `args` with `env` and the optional JSON config file into a
+ * {@linkcode Config}. Throws {@linkcode ConfigError} with a clear message.
+ */
+export function parseCli(
+  args: string[],
+  env: Record<string, string | undefined>,
+  readFile: (path: string) => string = Deno.readTextFileSync,
+): Cli {
+  const options: Record<string, { type: Kind }> = {
+    config: { type: "string" },
+    help: { type: "boolean" },
+    repair: { type: "boolean" },
+  };
+  for (const option of OPTIONS) options[option.flag] = { type: option.kind };
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new ConfigError(`${(error as Error).message}\nRun with --help to list the options`);
+  }
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  const config = defaultConfig();
+  const configPath = (values.config as string | undefined) ?? env.BERTH_CONFIG;
+  let file: Record<string, unknown> = {};
+  if (configPath) {
+    try {
+      file = JSON.parse(readFile(configPath));
+    } catch (error) {
+      throw new ConfigError(`Cannot read --config "${configPath}": ${(error as Error).message}`);
+    }
+    if (typeof file !== "object" || file === null || Array.isArray(file)) {
+      throw new ConfigError(
+        `Invalid --config "${configPath}": expected a JSON object keyed by flag name`,
+      );
+    }
+    const known = new Set(OPTIONS.map((o) => o.flag));
+    for (const key of Object.keys(file)) {
+      if (!known.has(key)) {
+        throw new ConfigError(`Unknown option "${key}" in --config "${configPath}"`);
+      }
+    }
+  }
+  for (const option of OPTIONS) {
+    const fromFlag = values[option.flag];
+    const fromEnv = env[envName(option.flag)];
+    const fromFile = file[option.flag];
+    const value = fromFlag !== undefined
+      ? String(fromFlag)
+      : fromEnv !== undefined
+      ? fromEnv
+      : fromFile !== undefined
+      ? String(fromFile)
+      : undefined;
+    if (value !== undefined) option.apply(config, value);
+  }
+  const command = parsed.positionals[0] ?? "serve";
+  if (!["serve", "fsck"].includes(command) || parsed.positionals.length > 1) {
+    throw new ConfigError(
+      `Unknown command "${parsed.positionals.join(" ")}": expected serve or fsck`,
+    );
+  }
+  return { command, config, help: values.help === true, repair: values.repair === true };
+}

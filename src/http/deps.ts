@@ -1,0 +1,29 @@
+/**
+ * What handlers are given: the stores, the settings that shape answers, and
+ * the logger. Passed through closures, never module globals.
+ *
+ * @module
+ */
+import type { Config } from "../config.ts";
+import type { Logger } from "../log.ts";
+import type { MetadataStore } from "../meta/metadata_store.ts";
+import type { BlobStore, UploadStore } from "../storage/blob_store.ts";
+
+/** Settings handlers read. */
+export type AppConfig = Pick<
+  Config,
+  | "maxManifestBytes"
+  | "deleteEnabled"
+  | "autoMount"
+  | "maxUploadsPerRepo"
+  | "maxUploads"
+  | "tagsPageMax"
+>;
+
+/** Dependencies of the app. */
+export interface Deps {
+  meta: MetadataStore;
+  blobs: BlobStore & UploadStore;
+  config: AppConfig;
+  log: Logger;
+}

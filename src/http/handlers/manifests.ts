@@ -1,0 +1,178 @@
+/**
+ * end-3 (GET/HEAD a manifest), end-7 and end-7b (PUT, with `?tag=`) and
+ * end-9 (DELETE by tag or digest).
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { type Digest, digestAlgorithm, makeDigest } from "../../oci/digest.ts";
+import { OciError } from "../../oci/errors.ts";
+import { parseManifest } from "../../oci/manifest.ts";
+import { parseName, parseTag } from "../../oci/name.ts";
+import { parseReference, type Reference } from "../../oci/reference.ts";
+import type { ManifestRecord } from "../../meta/keys.ts";
+import { MAX_TAGS_PER_PUT, type MetadataStore } from "../../meta/metadata_store.ts";
+import { readLimited } from "../../storage/streams.ts";
+import type { Deps } from "../deps.ts";
+import { discardBody, manifestLocation, requireDeletes } from "../headers.ts";
+import { type Params, type Route, route } from "../router.ts";
+
+/** Largest referrer entry (annotations included) that fits a KV value with room to spare. */
+const MAX_REFERRER_BYTES = 48 * 1024;
+
+async function manifestUnknown(
+  meta: MetadataStore,
+  name: string,
+  reference: string,
+): Promise<never> {
+  if (!(await meta.repoExists(name))) {
+    throw new OciError("NAME_UNKNOWN", `Repository "${name}" is not known to this registry`, {
+      detail: { name },
+    });
+  }
+  throw new OciError("MANIFEST_UNKNOWN", `Manifest "${reference}" is not in repository "${name}"`, {
+    detail: { reference },
+  });
+}
+
+/** Resolves a tag or digest to a manifest record: two KV reads at most. */
+async function resolve(
+  meta: MetadataStore,
+  name: string,
+  reference: Reference,
+): Promise<{ digest: Digest; record: ManifestRecord }> {
+  const shown = reference.kind === "tag" ? reference.tag : reference.digest;
+  const digest = reference.kind === "tag"
+    ? (await meta.getTag(name, reference.tag))?.digest
+    : reference.digest;
+  const record = digest ? await meta.getManifest(name, digest) : null;
+  if (!digest || !record) return await manifestUnknown(meta, name, shown);
+  return { digest, record };
+}
+
+function manifestHeaders(digest: Digest, record: ManifestRecord): Record<string, string> {
+  return {
+    "Content-Type": record.mediaType,
+    "Content-Length": String(record.size),
+    "Docker-Content-Digest": digest,
+    ETag: `"${digest}"`,
+  };
+}
+
+function parseParams(p: Params): { name: string; reference: Reference } {
+  return { name: parseName(p.name!), reference: parseReference(p.reference!) };
+}
+
+/** Tags a PUT sets: the path's tag and every `?tag=` (end-7b). */
+function tagsOf(reference: Reference, url: URL): string[] {
+  const tags = new Set(url.searchParams.getAll("tag").map(parseTag));
+  if (reference.kind === "tag") tags.add(reference.tag);
+  if (tags.size > MAX_TAGS_PER_PUT) {
+    throw new OciError("TAG_INVALID", `At most ${MAX_TAGS_PER_PUT} tags per manifest PUT`, {
+      status: 414,
+    });
+  }
+  return [...tags];
+}
+
+/** Manifest routes. */
+export function manifestRoutes({ meta, blobs, config }: Deps): Route[] {
+  const path = "/v2/:name+/manifests/:reference";
+  return [
+    route("HEAD", path, async (_req, p) => {
+      const { name, reference } = parseParams(p);
+      const { digest, record } = await resolve(meta, name, reference);
+      return new Response(null, { headers: manifestHeaders(digest, record) });
+    }),
+    route("GET", path, async (_req, p) => {
+      const { name, reference } = parseParams(p);
+      const { digest, record } = await resolve(meta, name, reference);
+      const blob = await blobs.open(digest);
+      if (!blob) throw new Error(`Manifest ${digest} of "${name}" has a record but no bytes`);
+      return new Response(blob.stream, { headers: manifestHeaders(digest, record) });
+    }),
+    route("PUT", path, async (req, p, url) => {
+      const { name, reference } = parseParams(p);
+      const tags = tagsOf(reference, url);
+      const declared = Number(req.headers.get("Content-Length") ?? 0);
+      if (declared > config.maxManifestBytes) {
+        await discardBody(req);
+        throw new OciError(
+          "SIZE_INVALID",
+          `Manifest larger than ${config.maxManifestBytes} bytes`,
+          { status: 413 },
+        );
+      }
+      const bytes = await readLimited(req.body, config.maxManifestBytes);
+      const algorithm = reference.kind === "digest" ? digestAlgorithm(reference.digest) : "sha256";
+      const digest = makeDigest(algorithm, createHash(algorithm).update(bytes).digest("hex"));
+      if (reference.kind === "digest" && reference.digest !== digest) {
+        throw new OciError(
+          "DIGEST_INVALID",
+          `Manifest hashes to ${digest}, not ${reference.digest}`,
+          {
+            detail: { expected: reference.digest, actual: digest },
+          },
+        );
+      }
+      const parsed = parseManifest(bytes, req.headers.get("Content-Type"));
+      const missing = [
+        ...await meta.missingBlobs(name, parsed.blobs),
+        ...await meta.missingManifests(name, parsed.manifests),
+      ];
+      if (missing.length) {
+        throw new OciError(
+          "MANIFEST_BLOB_UNKNOWN",
+          `Manifest references ${missing.length} unknown blob(s) or manifest(s)`,
+          {
+            detail: { missing: missing.slice(0, 50) },
+          },
+        );
+      }
+      if (parsed.subject && JSON.stringify(parsed.annotations ?? {}).length > MAX_REFERRER_BYTES) {
+        throw new OciError(
+          "MANIFEST_INVALID",
+          `Annotations of a manifest with a subject may take ${MAX_REFERRER_BYTES} bytes`,
+        );
+      }
+      const record: ManifestRecord = {
+        mediaType: parsed.mediaType,
+        size: bytes.length,
+        createdAt: Date.now(),
+      };
+      if (parsed.artifactType !== undefined) record.artifactType = parsed.artifactType;
+      if (parsed.subject !== undefined) record.subject = parsed.subject;
+      await blobs.putBytes(digest, bytes);
+      await meta.putManifest({
+        name,
+        digest,
+        record,
+        tags,
+        ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
+      });
+      const headers: Record<string, string> = {
+        Location: manifestLocation(name, digest),
+        "Docker-Content-Digest": digest,
+        "Content-Length": "0",
+      };
+      if (parsed.subject) headers["OCI-Subject"] = parsed.subject;
+      if (url.searchParams.has("tag")) headers["OCI-Tag"] = tags.join(", ");
+      return new Response(null, { status: 201, headers });
+    }),
+    route("DELETE", path, async (_req, p) => {
+      requireDeletes(config.deleteEnabled);
+      const { name, reference } = parseParams(p);
+      const deleted = reference.kind === "tag"
+        ? await meta.deleteTag(name, reference.tag)
+        : await meta.deleteManifest(name, reference.digest);
+      if (!deleted) {
+        await manifestUnknown(
+          meta,
+          name,
+          reference.kind === "tag" ? reference.tag : reference.digest,
+        );
+      }
+      return new Response(null, { status: 202, headers: { "Content-Length": "0" } });
+    }),
+  ];
+}

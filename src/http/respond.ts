@@ -1,0 +1,63 @@
+/**
+ * Response helpers and the only function that writes `{"errors":[...]}`.
+ *
+ * @module
+ */
+import { OciError } from "../oci/errors.ts";
+import { TooLargeError } from "../storage/streams.ts";
+
+/** A JSON response. */
+export function json(
+  body: unknown,
+  init: { status?: number; headers?: HeadersInit } = {},
+): Response {
+  const headers = new Headers(init.headers);
+  headers.set("Content-Type", headers.get("Content-Type") ?? "application/json");
+  return new Response(JSON.stringify(body), { status: init.status ?? 200, headers });
+}
+
+/** Whether an error means the disk is full or over quota. */
+function isNoSpace(error: unknown): boolean {
+  return error instanceof Error &&
+    /ENOSPC|EDQUOT|No space left on device|quota exceeded/i.test(
+      `${(error as { code?: string }).code ?? ""} ${error.message}`,
+    );
+}
+
+/** Whether an error is the client going away mid-body. */
+function isClientAbort(error: unknown): boolean {
+  return error instanceof Error &&
+    (error.name === "AbortError" ||
+      /connection (closed|reset)|body.*(aborted|error)|unexpected end|Http: /i.test(error.message));
+}
+
+/** Maps anything thrown to an {@linkcode OciError}; unknown errors go to `log` once. */
+export function toOciError(error: unknown, log: (error: unknown) => void): OciError {
+  if (error instanceof OciError) return error;
+  if (error instanceof TooLargeError) {
+    return new OciError("SIZE_INVALID", `Body larger than the limit of ${error.limit} bytes`, {
+      status: 413,
+    });
+  }
+  if (isNoSpace(error)) {
+    return new OciError("UNAVAILABLE", "Storage is full; nothing was stored", { status: 507 });
+  }
+  if (isClientAbort(error)) {
+    return new OciError("BLOB_UPLOAD_INVALID", "The request body ended before it was complete");
+  }
+  log(error);
+  return new OciError("UNKNOWN", "Internal error", { status: 500 });
+}
+
+/**
+ * The spec's error response for `error`. HEAD answers carry the status and
+ * headers with no body.
+ */
+export function errorResponse(error: OciError, method = "GET"): Response {
+  const headers = new Headers(error.options.headers);
+  const body: Record<string, unknown> = { code: error.code, message: error.message };
+  if (error.options.detail !== undefined) body.detail = error.options.detail;
+  if (error.status === 429 && !headers.has("Retry-After")) headers.set("Retry-After", "1");
+  if (method === "HEAD") return new Response(null, { status: error.status, headers });
+  return json({ errors: [body] }, { status: error.status, headers });
+}

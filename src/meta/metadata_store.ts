@@ -1,0 +1,447 @@
+/**
+ * Metadata operations over Deno KV. Each logical change is one atomic commit
+ * that checks what it read and is retried when another writer got there
+ * first. Functions return `null`/`false` for "not there" and never throw HTTP
+ * errors: handlers decide what the client hears.
+ *
+ * @module
+ */
+import type { Algorithm, Digest } from "../oci/digest.ts";
+import { Kv } from "./kv.ts";
+import {
+  type BlobLink,
+  blobLinkKey,
+  blobReposKey,
+  blobReposPrefix,
+  manifestKey,
+  type ManifestRecord,
+  type ReferrerDescriptor,
+  referrerKey,
+  referrersPrefix,
+  repoKey,
+  reposPrefix,
+  tagKey,
+  type TagRecord,
+  tagsByDigestKey,
+  tagsByDigestPrefix,
+  tagsPrefix,
+  uploadCountKey,
+  uploadKey,
+  type UploadPart,
+  uploadPartKey,
+  uploadPartsPrefix,
+  type UploadRecord,
+  uploadTotalKey,
+} from "./keys.ts";
+
+/** Deno KV's limit on checks per atomic commit over KV Connect. */
+export const MAX_CHECKS = 10;
+/** Tags one manifest PUT may set (path tag plus `?tag=`), bounded by {@linkcode MAX_CHECKS}. */
+export const MAX_TAGS_PER_PUT = MAX_CHECKS;
+const MAX_MUTATIONS = 900;
+const ONE = new Deno.KvU64(1n);
+const MINUS_ONE = new Deno.KvU64(0xffffffffffffffffn); // sums wrap modulo 2^64
+const MAX_ATTEMPTS = 100;
+
+/** One page of a listing. */
+export interface Page<T> {
+  items: T[];
+  /** The cursor for the next page, if more remain. */
+  next?: string;
+}
+
+/** A manifest to record at PUT. */
+export interface ManifestWrite {
+  name: string;
+  digest: Digest;
+  record: ManifestRecord;
+  tags: string[];
+  /** The manifest's annotations, copied into its referrer entry. */
+  annotations?: Record<string, string>;
+}
+
+async function attempt<T>(what: string, fn: () => Promise<T | undefined>): Promise<T> {
+  for (let i = 0; i < MAX_ATTEMPTS; i++) {
+    const result = await fn();
+    if (result !== undefined) return result;
+    await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(i + 1, 20)));
+  }
+  throw new Error(`${what}: gave up after ${MAX_ATTEMPTS} conflicting commits`);
+}
+
+/** The referrers-index descriptor of a manifest (end-12). */
+export function referrerEntry(
+  digest: Digest,
+  record: ManifestRecord,
+  annotations?: Record<string, string>,
+): ReferrerDescriptor {
+  const entry: ReferrerDescriptor = { mediaType: record.mediaType, digest, size: record.size };
+  if (record.artifactType !== undefined) entry.artifactType = record.artifactType;
+  if (annotations !== undefined) entry.annotations = annotations;
+  return entry;
+}
+
+/** All metadata reads and writes of the registry. */
+export class MetadataStore {
+  readonly kv: Kv;
+
+  constructor(kv: Deno.Kv | Kv) {
+    this.kv = kv instanceof Kv ? kv : new Kv(kv);
+  }
+
+  async repoExists(name: string): Promise<boolean> {
+    return (await this.kv.get(repoKey(name))).versionstamp !== null;
+  }
+
+  // ---- manifests and tags -------------------------------------------------
+
+  async getManifest(name: string, digest: Digest): Promise<ManifestRecord | null> {
+    return (await this.kv.get<ManifestRecord>(manifestKey(name, digest))).value;
+  }
+
+  async getTag(name: string, tag: string): Promise<TagRecord | null> {
+    return (await this.kv.get<TagRecord>(tagKey(name, tag))).value;
+  }
+
+  /**
+   * Records a manifest whose bytes are already durable: its record, its tags
+   * (moving them if they pointed elsewhere), the tag reverse index, its
+   * referrer entry and the repository, in one commit.
+   */
+  putManifest(write: ManifestWrite): Promise<true> {
+    const { name, digest, record, tags, annotations } = write;
+    if (tags.length > MAX_TAGS_PER_PUT) {
+      throw new RangeError(`At most ${MAX_TAGS_PER_PUT} tags per PUT`);
+    }
+    return attempt("putManifest", async () => {
+      const [repo, ...current] = await this.kv.getMany<unknown[]>([
+        repoKey(name),
+        ...tags.map((tag) => tagKey(name, tag)),
+      ]);
+      const now = Date.now();
+      const ok = await this.kv.commit((op) => {
+        if (repo!.versionstamp === null) op.set(repoKey(name), { createdAt: now });
+        op.set(manifestKey(name, digest), record);
+        tags.forEach((tag, i) => {
+          const entry = current[i] as Deno.KvEntryMaybe<TagRecord>;
+          op.check(entry);
+          if (entry.value && entry.value.digest !== digest) {
+            op.delete(tagsByDigestKey(name, entry.value.digest, tag));
+          }
+          op.set(tagKey(name, tag), { digest, updatedAt: now } satisfies TagRecord);
+          op.set(tagsByDigestKey(name, digest, tag), true);
+        });
+        if (record.subject) {
+          op.set(
+            referrerKey(name, record.subject, record.artifactType ?? "", digest),
+            referrerEntry(digest, record, annotations),
+          );
+        }
+        return op;
+      });
+      return ok ? true : undefined;
+    });
+  }
+
+  /** Removes a tag (only the pointer). Returns false if there was no such tag. */
+  deleteTag(name: string, tag: string): Promise<boolean> {
+    return attempt("deleteTag", async () => {
+      const entry = await this.kv.get<TagRecord>(tagKey(name, tag));
+      if (!entry.value) return false;
+      const digest = entry.value.digest;
+      const ok = await this.kv.commit((op) =>
+        op.check(entry).delete(tagKey(name, tag)).delete(tagsByDigestKey(name, digest, tag))
+      );
+      return ok ? true : undefined;
+    });
+  }
+
+  /**
+   * Removes a manifest, every tag that points at it and its referrer entry.
+   * Tags go first in commits of a few (each checked, so a tag moved meanwhile
+   * stays); the record and referrer entry go last, checked, in one commit.
+   */
+  deleteManifest(name: string, digest: Digest): Promise<boolean> {
+    return attempt("deleteManifest", async () => {
+      const entry = await this.kv.get<ManifestRecord>(manifestKey(name, digest));
+      if (!entry.value) return false;
+      const tagged = await this.kv.list<true>(
+        { prefix: tagsByDigestPrefix(name, digest) },
+        MAX_CHECKS - 1,
+      );
+      const tags = tagged.map((e) => e.key.at(-1) as string);
+      const tagEntries = tags.length
+        ? await this.kv.getMany<TagRecord[]>(tags.map((tag) => tagKey(name, tag)))
+        : [];
+      const record = entry.value;
+      const ok = await this.kv.commit((op) => {
+        op.check(entry);
+        tags.forEach((tag, i) => {
+          const tagEntry = tagEntries[i]!;
+          op.check(tagEntry).delete(tagsByDigestKey(name, digest, tag));
+          if (tagEntry.value?.digest === digest) op.delete(tagKey(name, tag));
+        });
+        if (tags.length < MAX_CHECKS - 1) {
+          op.delete(manifestKey(name, digest));
+          if (record.subject) {
+            op.delete(referrerKey(name, record.subject, record.artifactType ?? "", digest));
+          }
+        }
+        return op;
+      });
+      if (!ok) return undefined;
+      // More tags than one commit can check: go round again for the rest.
+      return tags.length < MAX_CHECKS - 1 ? true : undefined;
+    });
+  }
+
+  /** One page of a repository's tags, in byte order, strictly after `last`. */
+  listTags(name: string, n: number, last?: string): Promise<Page<string>> {
+    return this.#page(tagsPrefix(name), n, last);
+  }
+
+  /** One page of repository names, in byte order, strictly after `last`. */
+  listRepos(n: number, last?: string): Promise<Page<string>> {
+    return this.#page(reposPrefix(), n, last);
+  }
+
+  async #page(prefix: readonly string[], n: number, last?: string): Promise<Page<string>> {
+    if (n === 0) return { items: [] };
+    const selector: Deno.KvListSelector = last === undefined
+      ? { prefix }
+      : { prefix, start: [...prefix, last] };
+    const entries = await this.kv.list(selector, n + 2);
+    const items = entries.map((e) => e.key.at(-1) as string).filter((key) => key !== last);
+    const page: Page<string> = { items: items.slice(0, n) };
+    if (items.length > n) page.next = page.items.at(-1)!;
+    return page;
+  }
+
+  /**
+   * One page of the referrers of `subject` in `name`, optionally only those of
+   * `artifactType`. The cursor is the last entry's `artifactType@digest`.
+   */
+  async listReferrers(
+    name: string,
+    subject: Digest,
+    options: { artifactType?: string; n: number; last?: string },
+  ): Promise<Page<ReferrerDescriptor>> {
+    const base = referrersPrefix(name, subject);
+    const prefix = options.artifactType === undefined ? base : [...base, options.artifactType];
+    let selector: Deno.KvListSelector = { prefix };
+    const at = options.last?.lastIndexOf("@") ?? -1;
+    if (options.last !== undefined && at !== -1) {
+      selector = {
+        prefix,
+        start: [...base, options.last.slice(0, at), options.last.slice(at + 1)],
+      };
+    }
+    const entries = await this.kv.list<ReferrerDescriptor>(selector, options.n + 2);
+    const cursorOf = (key: Deno.KvKey) => `${String(key.at(-2))}@${String(key.at(-1))}`;
+    const items = entries.filter((e) => cursorOf(e.key) !== options.last);
+    const page: Page<ReferrerDescriptor> = { items: items.slice(0, options.n).map((e) => e.value) };
+    if (items.length > options.n) {
+      page.next = cursorOf(items[options.n - 1]!.key);
+    }
+    return page;
+  }
+
+  // ---- blobs --------------------------------------------------------------
+
+  async getBlobLink(name: string, digest: Digest): Promise<BlobLink | null> {
+    return (await this.kv.get<BlobLink>(blobLinkKey(name, digest))).value;
+  }
+
+  /** Which of `digests` are not linked in `name` (manifest PUT checks; batches of 10). */
+  missingBlobs(name: string, digests: Digest[]): Promise<Digest[]> {
+    return this.#missing(digests, (d) => blobLinkKey(name, d));
+  }
+
+  /** Which of `digests` are not manifests in `name`. */
+  missingManifests(name: string, digests: Digest[]): Promise<Digest[]> {
+    return this.#missing(digests, (d) => manifestKey(name, d));
+  }
+
+  async #missing(digests: Digest[], key: (d: Digest) => Deno.KvKey): Promise<Digest[]> {
+    const unique = [...new Set(digests)];
+    const missing: Digest[] = [];
+    for (let i = 0; i < unique.length; i += 10) {
+      const batch = unique.slice(i, i + 10);
+      const entries = await this.kv.getMany<unknown[]>(batch.map(key));
+      entries.forEach((e, j) => e.versionstamp === null && missing.push(batch[j]!));
+    }
+    return missing;
+  }
+
+  /** Makes a durable, verified blob visible in `name`. Idempotent. */
+  async linkBlob(name: string, digest: Digest, size: number): Promise<void> {
+    const now = Date.now();
+    const repo = await this.kv.get(repoKey(name));
+    await this.kv.commit((op) => {
+      if (repo.versionstamp === null) op.set(repoKey(name), { createdAt: now });
+      return op
+        .set(blobLinkKey(name, digest), { size, linkedAt: now } satisfies BlobLink)
+        .set(blobReposKey(digest, name), true);
+    });
+  }
+
+  /** Removes a blob from `name` (the bytes stay for other repositories). */
+  unlinkBlob(name: string, digest: Digest): Promise<boolean> {
+    return attempt("unlinkBlob", async () => {
+      const entry = await this.kv.get<BlobLink>(blobLinkKey(name, digest));
+      if (!entry.value) return false;
+      const ok = await this.kv.commit((op) =>
+        op.check(entry).delete(blobLinkKey(name, digest)).delete(blobReposKey(digest, name))
+      );
+      return ok ? true : undefined;
+    });
+  }
+
+  /**
+   * Links `digest` into `name` from `from` (or, without `from`, from any
+   * repository that has it), checking in the same commit that the source link
+   * still exists. Returns the size, or null when there is nothing to mount.
+   */
+  mountBlob(name: string, digest: Digest, from?: string): Promise<number | null> {
+    return attempt("mountBlob", async () => {
+      let source = from;
+      if (source === undefined) {
+        const [any] = await this.kv.list<true>({ prefix: blobReposPrefix(digest) }, 1);
+        if (!any) return null;
+        source = any.key.at(-1) as string;
+      }
+      const [link, repo] = await this.kv.getMany<[BlobLink, unknown]>([
+        blobLinkKey(source, digest),
+        repoKey(name),
+      ]);
+      if (!link.value) return null;
+      const now = Date.now();
+      const size = link.value.size;
+      const ok = await this.kv.commit((op) => {
+        if (repo.versionstamp === null) op.set(repoKey(name), { createdAt: now });
+        return op.check(link)
+          .set(blobLinkKey(name, digest), { size, linkedAt: now } satisfies BlobLink)
+          .set(blobReposKey(digest, name), true);
+      });
+      return ok ? size : undefined;
+    });
+  }
+
+  // ---- upload sessions ----------------------------------------------------
+
+  async createUpload(uploadId: string, name: string, algorithm: Algorithm): Promise<void> {
+    const now = Date.now();
+    const record: UploadRecord = {
+      name,
+      offset: 0,
+      parts: 0,
+      algorithm,
+      startedAt: now,
+      updatedAt: now,
+    };
+    await this.kv.commit((op) =>
+      op.check({ key: uploadKey(uploadId), versionstamp: null })
+        .set(uploadKey(uploadId), record)
+        .sum(uploadCountKey(name), ONE.value)
+        .sum(uploadTotalKey(), ONE.value)
+    );
+  }
+
+  getUpload(uploadId: string): Promise<Deno.KvEntryMaybe<UploadRecord>> {
+    return this.kv.get<UploadRecord>(uploadKey(uploadId));
+  }
+
+  /**
+   * Acknowledges a chunk: appends `part` and advances the offset, if the
+   * session is still as `entry` read it. False means another request won.
+   */
+  async commitPart(
+    uploadId: string,
+    entry: Deno.KvEntry<UploadRecord>,
+    part: UploadPart,
+  ): Promise<Deno.KvEntry<UploadRecord> | null> {
+    const record = entry.value;
+    const next: UploadRecord = {
+      ...record,
+      offset: record.offset + part.size,
+      parts: record.parts + 1,
+      updatedAt: Date.now(),
+    };
+    const versionstamp = await this.kv.commit((op) =>
+      op.check(entry).set(uploadKey(uploadId), next).set(
+        uploadPartKey(uploadId, record.parts),
+        part,
+      )
+    );
+    return versionstamp === null ? null : { key: entry.key, value: next, versionstamp };
+  }
+
+  /** The committed parts of a session, in order. */
+  async listParts(uploadId: string, count: number): Promise<UploadPart[]> {
+    if (count === 0) return [];
+    return (await this.kv.list<UploadPart>({ prefix: uploadPartsPrefix(uploadId) }, count)).map((
+      e,
+    ) => e.value);
+  }
+
+  /**
+   * Ends a session: removes its record (checked against `entry`, so only one
+   * finisher wins) and its parts; with `link`, links the finished blob in the
+   * same commit.
+   */
+  async endUpload(
+    uploadId: string,
+    entry: Deno.KvEntry<UploadRecord>,
+    link?: { digest: Digest; size: number },
+  ): Promise<boolean> {
+    const { name, parts } = entry.value;
+    const now = Date.now();
+    const repo = link ? await this.kv.get(repoKey(name)) : null;
+    const inline = Math.min(parts, MAX_MUTATIONS - 10);
+    const ok = await this.kv.commit((op) => {
+      op.check(entry).delete(uploadKey(uploadId))
+        .sum(uploadCountKey(name), MINUS_ONE.value)
+        .sum(uploadTotalKey(), MINUS_ONE.value);
+      for (let i = 0; i < inline; i++) op.delete(uploadPartKey(uploadId, i));
+      if (link) {
+        if (repo?.versionstamp === null) op.set(repoKey(name), { createdAt: now });
+        op.set(
+          blobLinkKey(name, link.digest),
+          { size: link.size, linkedAt: now } satisfies BlobLink,
+        )
+          .set(blobReposKey(link.digest, name), true);
+      }
+      return op;
+    });
+    if (ok !== null && parts > inline) await this.deleteParts(uploadId, inline);
+    return ok !== null;
+  }
+
+  /** Deletes part keys of a session from `from` on (sessions with very many chunks). */
+  async deleteParts(uploadId: string, from = 0): Promise<void> {
+    for (;;) {
+      const batch = await this.kv.list({
+        prefix: uploadPartsPrefix(uploadId),
+        start: uploadPartKey(uploadId, from),
+      }, MAX_MUTATIONS);
+      if (batch.length === 0) return;
+      await this.kv.commit((op) => {
+        for (const e of batch) op.delete(e.key);
+        return op;
+      });
+    }
+  }
+
+  /**
+   * Open sessions in `name` and in all. The counters change in the same
+   * commits that create and end sessions, so they are exact; the caps built
+   * on them are soft (concurrent POSTs may pass a cap by their number).
+   */
+  async countUploads(name: string): Promise<{ repo: number; total: number }> {
+    const [repo, total] = await this.kv.getMany<[Deno.KvU64, Deno.KvU64]>([
+      uploadCountKey(name),
+      uploadTotalKey(),
+    ]);
+    return { repo: Number(repo.value?.value ?? 0n), total: Number(total.value?.value ?? 0n) };
+  }
+}
