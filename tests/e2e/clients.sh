@@ -379,9 +379,12 @@ stop_dockerd() {
   fi
   wait "$pid" 2>/dev/null || true # reap (we are its parent)
   # containerd normally exits with dockerd; make sure (by its own pid file)
-  if [[ -n "$cpid" ]] && kill -0 "$cpid" 2>/dev/null; then
-    sleep 1
-    kill -0 "$cpid" 2>/dev/null && kill -KILL "$cpid" 2>/dev/null || true
+  if [[ -n "$cpid" ]]; then
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "$cpid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$cpid" 2>/dev/null || true
   fi
   E2E_DOCKERD_PID=""
 }

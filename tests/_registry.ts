@@ -1,0 +1,239 @@
+/**
+ * Test harness: a real Berth on an ephemeral loopback port, in process
+ * (`startRegistry`) or as a subprocess that can be killed (`spawnRegistry`),
+ * plus small helpers for pushing content.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import assert from "node:assert/strict";
+import { createApp } from "../src/app.ts";
+import { type Config, defaultConfig } from "../src/config.ts";
+import { createLogger } from "../src/log.ts";
+import { MetadataStore } from "../src/meta/metadata_store.ts";
+import { FsBlobStore } from "../src/storage/fs_blob_store.ts";
+
+/** A running in-process registry. Dispose it with `await using`. */
+export interface TestRegistry extends AsyncDisposable {
+  url: string;
+  dataDir: string;
+  meta: MetadataStore;
+  blobs: FsBlobStore;
+  /** `fetch` relative to the registry. */
+  fetch(path: string, init?: RequestInit): Promise<Response>;
+}
+
+/** Starts Berth on 127.0.0.1:0 with an in-memory KV and a temp data dir. */
+export async function startRegistry(overrides: Partial<Config> = {}): Promise<TestRegistry> {
+  const dataDir = await Deno.makeTempDir({ prefix: "berth-test-" });
+  const config = {
+    ...defaultConfig(),
+    data: dataDir,
+    kv: ":memory:",
+    logLevel: "error" as const,
+    ...overrides,
+  };
+  const kv = await Deno.openKv(":memory:");
+  const meta = new MetadataStore(kv);
+  const blobs = await FsBlobStore.open(dataDir);
+  const app = createApp({ meta, blobs, config, log: createLogger(config.logLevel) });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app);
+  const url = `http://127.0.0.1:${server.addr.port}`;
+  return {
+    url,
+    dataDir,
+    meta,
+    blobs,
+    fetch: (path, init) => fetch(path.startsWith("http") ? path : url + path, init),
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+      kv.close();
+      await Deno.remove(dataDir, { recursive: true });
+    },
+  };
+}
+
+/** The sha256 digest of `bytes`. */
+export function sha256(bytes: Uint8Array | string): string {
+  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+}
+
+/** The sha512 digest of `bytes`. */
+export function sha512(bytes: Uint8Array | string): string {
+  return `sha512:${createHash("sha512").update(bytes).digest("hex")}`;
+}
+
+/** Deterministic pseudo-random bytes (xorshift), so failures reproduce. */
+export function randomBytes(length: number, seed = 1): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** Reads and discards a response body, returning its text. */
+export async function text(res: Response): Promise<string> {
+  return await res.text();
+}
+
+/** Asserts an OCI error response with `status` and `code`, consuming the body. */
+export async function assertError(res: Response, status: number, code: string): Promise<void> {
+  const body = await res.text();
+  assert.equal(res.status, status, `expected ${status} ${code}, got ${res.status}: ${body}`);
+  if (res.status === 405 && !body) return;
+  const parsed = JSON.parse(body) as { errors: { code: string; message?: string }[] };
+  assert.ok(Array.isArray(parsed.errors) && parsed.errors.length > 0, `no errors array in ${body}`);
+  assert.equal(parsed.errors[0]!.code, code, body);
+}
+
+/** Pushes a blob monolithically (POST ?digest=) and returns its digest. */
+export async function pushBlob(
+  reg: TestRegistry,
+  name: string,
+  bytes: Uint8Array<ArrayBuffer> | string,
+): Promise<string> {
+  const digest = sha256(bytes);
+  const res = await reg.fetch(`/v2/${name}/blobs/uploads/?digest=${digest}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/octet-stream" },
+    body: typeof bytes === "string" ? new TextEncoder().encode(bytes) : bytes,
+  });
+  await res.body?.cancel();
+  assert.equal(res.status, 201, `push blob ${digest} to ${name}`);
+  return digest;
+}
+
+/** An OCI image manifest over the given config and layers (their bytes). */
+export function imageManifest(
+  config: { digest: string; size: number; mediaType?: string },
+  layers: { digest: string; size: number }[],
+  extra: Record<string, unknown> = {},
+): string {
+  return JSON.stringify({
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: {
+      mediaType: config.mediaType ?? "application/vnd.oci.image.config.v1+json",
+      digest: config.digest,
+      size: config.size,
+    },
+    layers: layers.map((l) => ({
+      mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
+      digest: l.digest,
+      size: l.size,
+    })),
+    ...extra,
+  });
+}
+
+/** Pushes a small image (config + one layer) and its manifest under `reference`; returns digests. */
+export async function pushImage(
+  reg: TestRegistry,
+  name: string,
+  reference: string,
+  options: { seed?: number; extra?: Record<string, unknown> } = {},
+): Promise<{ manifest: string; digest: string; config: string; layer: string; body: string }> {
+  const seed = options.seed ?? 1;
+  const configBytes = JSON.stringify({ architecture: "amd64", os: "linux", seed });
+  const layerBytes = randomBytes(1000 + seed, seed);
+  const config = await pushBlob(reg, name, configBytes);
+  const layer = await pushBlob(reg, name, layerBytes);
+  const body = imageManifest(
+    { digest: config, size: new TextEncoder().encode(configBytes).length },
+    [{ digest: layer, size: layerBytes.length }],
+    options.extra,
+  );
+  const res = await reg.fetch(`/v2/${name}/manifests/${reference}`, {
+    method: "PUT",
+    headers: { "Content-Type": "application/vnd.oci.image.manifest.v1+json" },
+    body,
+  });
+  const detail = await res.text();
+  assert.equal(res.status, 201, `push manifest ${name}:${reference}: ${detail}`);
+  return { manifest: body, digest: sha256(body), config, layer, body };
+}
+
+/** A Berth subprocess (`main.ts serve`) on an ephemeral port. */
+export interface RegistryProcess extends AsyncDisposable {
+  url: string;
+  pid: number;
+  /** SIGKILL and wait. */
+  kill(): Promise<void>;
+  /** SIGTERM and wait; returns the exit code. */
+  stop(): Promise<number>;
+}
+
+/** Starts `main.ts serve` on 127.0.0.1 with `args`, waiting until it listens. */
+export async function spawnRegistry(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<RegistryProcess> {
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--unstable-kv",
+      "-A",
+      main,
+      "serve",
+      "--listen",
+      "127.0.0.1:0",
+      "--log-level",
+      "warn",
+      ...args,
+    ],
+    env,
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  let url = "";
+  const deadline = Date.now() + 20_000;
+  while (!url && Date.now() < deadline) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    seen += value;
+    url = /listening on (http:\/\/[^/ ]+)/.exec(seen)?.[1] ?? "";
+  }
+  // Keep draining stdout so the child never blocks on a full pipe.
+  const drain = (async () => {
+    try {
+      while (!(await reader.read()).done) { /* discard */ }
+    } catch { /* closed */ }
+  })();
+  if (!url) {
+    child.kill("SIGKILL");
+    await child.status;
+    await drain;
+    throw new Error(`registry did not start: ${seen}`);
+  }
+  let exited: Promise<Deno.CommandStatus> | null = null;
+  const wait = () => (exited ??= child.status);
+  const kill = async () => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await wait();
+    await drain;
+  };
+  return {
+    url,
+    pid: child.pid,
+    kill,
+    async stop() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      const status = await wait();
+      await drain;
+      return status.code;
+    },
+    [Symbol.asyncDispose]: kill,
+  };
+}
