@@ -28,7 +28,11 @@ function isNoSpace(error: unknown): boolean {
 function isClientAbort(error: unknown): boolean {
   return error instanceof Error &&
     (error.name === "AbortError" ||
-      /connection (closed|reset)|body.*(aborted|error)|unexpected end|Http: /i.test(error.message));
+      // Deno 2.9.6 says "Cannot read [request ]body as underlying resource
+      // unavailable" (BadResource) when the client goes away mid-body, and
+      // "invalid HTTP/1 request: ..." for a malformed chunk.
+      /connection (closed|reset)|body.*(aborted|error)|unexpected end|Http: |resource unavailable|invalid HTTP\/1/i
+        .test(error.message));
 }
 
 /** Maps anything thrown to an {@linkcode OciError}; unknown errors go to `log` once. */

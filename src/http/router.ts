@@ -32,7 +32,8 @@ export interface Route {
 export function route(method: string, path: string, handler: Handler): Route {
   const source = path
     .replace("{/}?", "/?")
-    .replace(/:([a-zA-Z]+)\+/g, "(?<$1>[^/]+(?:/[^/]+)*)")
+    // Empty segments match too, so `a//b` reaches parseName and gets 400 NAME_INVALID, not 404.
+    .replace(/:([a-zA-Z]+)\+/g, "(?<$1>[^/]*(?:/[^/]*)*)")
     .replace(/:([a-zA-Z]+)/g, "(?<$1>[^/]+)");
   return { method, path, regexp: new RegExp(`^${source}$`), handler };
 }

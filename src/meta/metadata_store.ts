@@ -39,8 +39,8 @@ export const MAX_CHECKS = 10;
 /** Tags one manifest PUT may set (path tag plus `?tag=`), bounded by {@linkcode MAX_CHECKS}. */
 export const MAX_TAGS_PER_PUT = MAX_CHECKS;
 const MAX_MUTATIONS = 900;
-const ONE = new Deno.KvU64(1n);
-const MINUS_ONE = new Deno.KvU64(0xffffffffffffffffn); // sums wrap modulo 2^64
+const ONE = 1n;
+const MINUS_ONE = 0xffffffffffffffffn; // sums wrap modulo 2^64
 const MAX_ATTEMPTS = 100;
 
 /** One page of a listing. */
@@ -114,9 +114,10 @@ export class MetadataStore {
       throw new RangeError(`At most ${MAX_TAGS_PER_PUT} tags per PUT`);
     }
     return attempt("putManifest", async () => {
-      const [repo, ...current] = await this.kv.getMany<unknown[]>([
-        repoKey(name),
-        ...tags.map((tag) => tagKey(name, tag)),
+      // getMany takes at most 10 keys: the repository is read apart from the (up to 10) tags.
+      const [repo, current] = await Promise.all([
+        this.kv.get(repoKey(name)),
+        tags.length ? this.kv.getMany<unknown[]>(tags.map((tag) => tagKey(name, tag))) : [],
       ]);
       const now = Date.now();
       const ok = await this.kv.commit((op) => {
@@ -226,15 +227,20 @@ export class MetadataStore {
     subject: Digest,
     options: { artifactType?: string; n: number; last?: string },
   ): Promise<Page<ReferrerDescriptor>> {
+    if (options.n === 0) return { items: [] };
     const base = referrersPrefix(name, subject);
     const prefix = options.artifactType === undefined ? base : [...base, options.artifactType];
     let selector: Deno.KvListSelector = { prefix };
     const at = options.last?.lastIndexOf("@") ?? -1;
+    const lastType = options.last?.slice(0, at);
     if (options.last !== undefined && at !== -1) {
-      selector = {
-        prefix,
-        start: [...base, options.last.slice(0, at), options.last.slice(at + 1)],
-      };
+      // A cursor of another type than the filter lies outside `prefix` (KV throws on such a
+      // start): one before the filter's type starts at the beginning, one after ends the list.
+      if (options.artifactType !== undefined && lastType !== options.artifactType) {
+        if (lastType! > options.artifactType) return { items: [] };
+      } else {
+        selector = { prefix, start: [...base, lastType!, options.last.slice(at + 1)] };
+      }
     }
     const entries = await this.kv.list<ReferrerDescriptor>(selector, options.n + 2);
     const cursorOf = (key: Deno.KvKey) => `${String(key.at(-2))}@${String(key.at(-1))}`;
@@ -342,8 +348,8 @@ export class MetadataStore {
     await this.kv.commit((op) =>
       op.check({ key: uploadKey(uploadId), versionstamp: null })
         .set(uploadKey(uploadId), record)
-        .sum(uploadCountKey(name), ONE.value)
-        .sum(uploadTotalKey(), ONE.value)
+        .sum(uploadCountKey(name), ONE)
+        .sum(uploadTotalKey(), ONE)
     );
   }
 
@@ -400,8 +406,8 @@ export class MetadataStore {
     const inline = Math.min(parts, MAX_MUTATIONS - 10);
     const ok = await this.kv.commit((op) => {
       op.check(entry).delete(uploadKey(uploadId))
-        .sum(uploadCountKey(name), MINUS_ONE.value)
-        .sum(uploadTotalKey(), MINUS_ONE.value);
+        .sum(uploadCountKey(name), MINUS_ONE)
+        .sum(uploadTotalKey(), MINUS_ONE);
       for (let i = 0; i < inline; i++) op.delete(uploadPartKey(uploadId, i));
       if (link) {
         if (repo?.versionstamp === null) op.set(repoKey(name), { createdAt: now });

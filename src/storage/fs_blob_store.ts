@@ -285,7 +285,16 @@ export class FsBlobStore implements BlobStore, UploadStore {
   }
 
   async removeUpload(uploadId: string): Promise<void> {
-    await removeQuietly(this.#uploadDir(uploadId), true);
+    // A request that lost a race to end the session may still be creating a
+    // part file in the directory; the recursive remove then fails with
+    // ENOTEMPTY, so go round again.
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await removeQuietly(this.#uploadDir(uploadId), true);
+      } catch (error) {
+        if ((error as { code?: string }).code !== "ENOTEMPTY" || attempt >= 10) throw error;
+      }
+    }
   }
 
   async *listUploads(): AsyncIterable<{ uploadId: string; modifiedAt: number }> {

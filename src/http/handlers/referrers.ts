@@ -30,6 +30,10 @@ export function referrerRoutes({ meta, config }: Deps): Route[] {
       }
       const n = parsePageSize(url, config.tagsPageMax);
       const last = singleParam(url, "last", "PAGINATION_NUMBER_INVALID");
+      // A cursor is `artifactType@digest`; a longer one would be a KV key over 2 KiB (a 500).
+      if (last !== undefined && last.length > 512) {
+        throw new OciError("PAGINATION_NUMBER_INVALID", "last may be at most 512 characters");
+      }
       const page = await meta.listReferrers(name, subject, {
         n,
         ...(artifactType === undefined ? {} : { artifactType }),

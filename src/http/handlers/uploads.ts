@@ -55,6 +55,24 @@ export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
     return { name, uploadId, entry: entry as Deno.KvEntry<UploadRecord> };
   }
 
+  /**
+   * Runs file work of a session. A file that vanished because another request
+   * ended the session meanwhile (its files go after its record) means this
+   * request lost the race: 404, not 500.
+   */
+  async function onSessionFiles<T>(uploadId: string, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      if ((await meta.getUpload(uploadId)).value) throw error;
+      throw new OciError(
+        "BLOB_UPLOAD_UNKNOWN",
+        "The upload was finished or cancelled by another request",
+      );
+    }
+  }
+
   /** Writes the body as the session's next chunk and acknowledges it. */
   async function appendChunk(
     req: Request,
@@ -90,11 +108,12 @@ export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
       algorithm: entry.value.algorithm,
       ...(expected === undefined ? {} : { limit: expected }),
     };
-    const part = await blobs.writePart(
-      uploadId,
-      req.body,
-      alsoHash ? { ...options, alsoHash: digestAlgorithm(alsoHash) } : options,
-    );
+    const part = await onSessionFiles(uploadId, () =>
+      blobs.writePart(
+        uploadId,
+        req.body,
+        alsoHash ? { ...options, alsoHash: digestAlgorithm(alsoHash) } : options,
+      ));
     if ((expected !== undefined && part.size !== expected) || part.size === 0) {
       await blobs.removePart(uploadId, part.file);
       if (part.size === 0 && expected === undefined) return entry;
@@ -108,6 +127,14 @@ export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
     if (next) return next;
     await blobs.removePart(uploadId, part.file);
     const now = await meta.getUpload(uploadId);
+    if (!now.value) {
+      // Finished or cancelled meanwhile: writePart may have re-created its directory.
+      await blobs.removeUpload(uploadId);
+      throw new OciError(
+        "BLOB_UPLOAD_UNKNOWN",
+        "The upload was finished or cancelled by another request",
+      );
+    }
     throw outOfOrder(
       session,
       now.value?.offset ?? offset,
@@ -197,16 +224,29 @@ export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
       const digest = parseDigest(digestParam);
       const entry = await appendChunk(req, current, digest);
       const parts = await meta.listParts(current.uploadId, entry.value.parts);
-      const result = await blobs.finish(current.uploadId, parts, digest);
+      const result = await onSessionFiles(
+        current.uploadId,
+        () => blobs.finish(current.uploadId, parts, digest),
+      );
       if (!result.ok) {
-        if (await meta.endUpload(current.uploadId, entry)) {
-          await blobs.removeUpload(current.uploadId);
+        if (!(await meta.endUpload(current.uploadId, entry))) {
+          // Another request ended the session while this one read its (then empty) parts.
+          throw new OciError(
+            "BLOB_UPLOAD_UNKNOWN",
+            "The upload was finished or cancelled by another request",
+          );
         }
+        await blobs.removeUpload(current.uploadId);
         throw new OciError("DIGEST_INVALID", `Upload hashes to ${result.actual}, not ${digest}`, {
           detail: { expected: digest, actual: result.actual },
         });
       }
       if (!(await meta.endUpload(current.uploadId, entry, { digest, size: result.size }))) {
+        // A PATCH got in first: the session goes on, so answer as to a late chunk.
+        const now = await meta.getUpload(current.uploadId);
+        if (now.value) {
+          throw outOfOrder(current, now.value.offset, "Another request changed this upload first");
+        }
         throw new OciError(
           "BLOB_UPLOAD_UNKNOWN",
           "The upload was finished or cancelled by another request",
@@ -216,13 +256,10 @@ export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
       return created(current.name, digest);
     }),
     route("DELETE", session, async (_req, p) => {
-      const { uploadId, entry } = await loadSession(p);
-      if (!(await meta.endUpload(uploadId, entry))) {
-        throw new OciError(
-          "BLOB_UPLOAD_UNKNOWN",
-          "The upload was finished or cancelled by another request",
-        );
-      }
+      let { uploadId, entry } = await loadSession(p);
+      // A chunk acknowledged meanwhile changes the record: cancel the session as it is now
+      // (loadSession answers 404 once another request has really ended it).
+      while (!(await meta.endUpload(uploadId, entry))) ({ uploadId, entry } = await loadSession(p));
       await blobs.removeUpload(uploadId);
       return new Response(null, { status: 204, headers: { "Content-Length": "0" } });
     }),

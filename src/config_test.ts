@@ -1,0 +1,412 @@
+/**
+ * Unit tests of the configuration: flags > environment > config file >
+ * defaults, and clear messages for bad values (DESIGN §6).
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import {
+  type Config,
+  ConfigError,
+  defaultConfig,
+  envName,
+  helpText,
+  OPTIONS,
+  parseCli,
+  parseDuration,
+  parseSize,
+} from "./config.ts";
+
+/** A readFile that serves `files` and throws NotFound for anything else. */
+function files(map: Record<string, string>): (path: string) => string {
+  return (path) => {
+    const text = map[path];
+    if (text === undefined) throw new Deno.errors.NotFound(`No such file "${path}"`);
+    return text;
+  };
+}
+
+const noFiles = files({});
+
+function configError(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${String(error)}`);
+    return error;
+  }
+  assert.fail("expected a ConfigError");
+}
+
+const DEFAULTS: Config = {
+  listen: { hostname: "127.0.0.1", port: 5000 },
+  data: "./data",
+  kv: "",
+  maxManifestBytes: 4 * 1024 * 1024,
+  uploadTtlMs: 24 * 3600 * 1000,
+  deleteEnabled: true,
+  autoMount: true,
+  maxUploadsPerRepo: 100,
+  maxUploads: 1000,
+  tagsPageMax: 1000,
+  logLevel: "info",
+};
+
+Deno.test("parseCli() gives the defaults with no flags, env or file", () => {
+  const cli = parseCli([], {}, noFiles);
+  assert.deepEqual(cli, { command: "serve", config: DEFAULTS, help: false, repair: false });
+  assert.deepEqual(defaultConfig(), DEFAULTS);
+});
+
+Deno.test("parseCli() ignores environment variables that are not Berth's", () => {
+  const cli = parseCli([], { PATH: "/bin", HOME: "/root", BERTH: "x" }, noFiles);
+  assert.deepEqual(cli.config, DEFAULTS);
+});
+
+Deno.test("parseCli() reads every option from flags", () => {
+  const cli = parseCli(
+    [
+      "serve",
+      "--listen",
+      "0.0.0.0:8080",
+      "--data=/var/lib/berth",
+      "--kv",
+      ":memory:",
+      "--max-manifest-bytes",
+      "8MiB",
+      "--upload-ttl",
+      "15m",
+      "--no-delete",
+      "--no-auto-mount",
+      "--max-uploads-per-repo",
+      "7",
+      "--max-uploads",
+      "70",
+      "--tags-page-max",
+      "50",
+      "--log-level",
+      "debug",
+    ],
+    {},
+    noFiles,
+  );
+  assert.deepEqual(cli.config, {
+    listen: { hostname: "0.0.0.0", port: 8080 },
+    data: "/var/lib/berth",
+    kv: ":memory:",
+    maxManifestBytes: 8 * 1024 * 1024,
+    uploadTtlMs: 15 * 60 * 1000,
+    deleteEnabled: false,
+    autoMount: false,
+    maxUploadsPerRepo: 7,
+    maxUploads: 70,
+    tagsPageMax: 50,
+    logLevel: "debug",
+  });
+});
+
+Deno.test("parseCli() reads every option from BERTH_* variables", () => {
+  const cli = parseCli([], {
+    BERTH_LISTEN: "[::1]:0",
+    BERTH_DATA: "/d",
+    BERTH_KV: "https://kv.example/db",
+    BERTH_MAX_MANIFEST_BYTES: "1048576",
+    BERTH_UPLOAD_TTL: "2h",
+    BERTH_NO_DELETE: "yes",
+    BERTH_NO_AUTO_MOUNT: "1",
+    BERTH_MAX_UPLOADS_PER_REPO: "3",
+    BERTH_MAX_UPLOADS: "4",
+    BERTH_TAGS_PAGE_MAX: "5",
+    BERTH_LOG_LEVEL: "off",
+  }, noFiles);
+  assert.deepEqual(cli.config, {
+    listen: { hostname: "::1", port: 0 },
+    data: "/d",
+    kv: "https://kv.example/db",
+    maxManifestBytes: 1048576,
+    uploadTtlMs: 2 * 3600 * 1000,
+    deleteEnabled: false,
+    autoMount: false,
+    maxUploadsPerRepo: 3,
+    maxUploads: 4,
+    tagsPageMax: 5,
+    logLevel: "off",
+  });
+});
+
+Deno.test("parseCli() reads every option from the --config file, JSON types included", () => {
+  const file = JSON.stringify({
+    listen: "localhost:5001",
+    data: "/srv",
+    kv: "/srv/meta.kv",
+    "max-manifest-bytes": 2048,
+    "upload-ttl": "7d",
+    "no-delete": true,
+    "no-auto-mount": false,
+    "max-uploads-per-repo": 9,
+    "max-uploads": 99,
+    "tags-page-max": 999,
+    "log-level": "warn",
+  });
+  const cli = parseCli(["--config", "/etc/berth.json"], {}, files({ "/etc/berth.json": file }));
+  assert.deepEqual(cli.config, {
+    listen: { hostname: "localhost", port: 5001 },
+    data: "/srv",
+    kv: "/srv/meta.kv",
+    maxManifestBytes: 2048,
+    uploadTtlMs: 7 * 86400 * 1000,
+    deleteEnabled: false,
+    autoMount: true,
+    maxUploadsPerRepo: 9,
+    maxUploads: 99,
+    tagsPageMax: 999,
+    logLevel: "warn",
+  });
+});
+
+Deno.test("parseCli() finds the config file through BERTH_CONFIG", () => {
+  const cli = parseCli([], { BERTH_CONFIG: "/c.json" }, files({ "/c.json": '{"max-uploads":3}' }));
+  assert.equal(cli.config.maxUploads, 3);
+});
+
+Deno.test("parseCli() prefers --config to BERTH_CONFIG", () => {
+  const read = files({ "/a.json": '{"max-uploads":1}', "/b.json": '{"max-uploads":2}' });
+  const cli = parseCli(["--config", "/a.json"], { BERTH_CONFIG: "/b.json" }, read);
+  assert.equal(cli.config.maxUploads, 1);
+});
+
+Deno.test("parseCli() takes flags over env over config file over defaults", () => {
+  const read = files({
+    "/c.json": JSON.stringify({
+      "max-uploads": 10,
+      "max-uploads-per-repo": 10,
+      "tags-page-max": 10,
+    }),
+  });
+  const env = {
+    BERTH_CONFIG: "/c.json",
+    BERTH_MAX_UPLOADS: "20",
+    BERTH_MAX_UPLOADS_PER_REPO: "20",
+  };
+  const cli = parseCli(["--max-uploads", "30"], env, read);
+  assert.equal(cli.config.maxUploads, 30, "flag beats env and file");
+  assert.equal(cli.config.maxUploadsPerRepo, 20, "env beats file");
+  assert.equal(cli.config.tagsPageMax, 10, "file beats default");
+  assert.equal(cli.config.logLevel, "info", "default when nothing says otherwise");
+});
+
+Deno.test("parseCli() does not validate a value that a higher source overrides", () => {
+  // Only the winning value is applied, so a stale bad value below it is harmless.
+  const read = files({ "/c.json": '{"max-uploads":"many"}' });
+  const cli = parseCli(["--max-uploads", "5"], { BERTH_CONFIG: "/c.json" }, read);
+  assert.equal(cli.config.maxUploads, 5);
+});
+
+Deno.test("parseCli() reads the fsck command and --repair and --help", () => {
+  const cli = parseCli(["fsck", "--repair"], {}, noFiles);
+  assert.equal(cli.command, "fsck");
+  assert.equal(cli.repair, true);
+  assert.equal(parseCli(["--help"], {}, noFiles).help, true);
+});
+
+Deno.test("parseCli() rejects an unknown command or extra words", () => {
+  assert.match(
+    configError(() => parseCli(["start"], {}, noFiles)).message,
+    /Unknown command "start"/,
+  );
+  assert.match(
+    configError(() => parseCli(["serve", "now"], {}, noFiles)).message,
+    /Unknown command "serve now": expected serve or fsck/,
+  );
+});
+
+Deno.test("parseCli() rejects an unknown flag and points at --help", () => {
+  const error = configError(() => parseCli(["--nope"], {}, noFiles));
+  assert.match(error.message, /--nope/);
+  assert.match(error.message, /--help/);
+});
+
+Deno.test("parseCli() rejects a value flag without its value", () => {
+  const error = configError(() => parseCli(["--listen"], {}, noFiles));
+  assert.match(error.message, /--listen/);
+});
+
+Deno.test("parseCli() rejects an unknown config-file key, naming it and the file", () => {
+  const read = files({ "/c.json": '{"max-upload": 5}' });
+  const error = configError(() => parseCli(["--config", "/c.json"], {}, read));
+  assert.equal(error.message, 'Unknown option "max-upload" in --config "/c.json"');
+});
+
+Deno.test("parseCli() rejects a config file that is missing, not JSON or not an object", () => {
+  assert.match(
+    configError(() => parseCli(["--config", "/missing.json"], {}, noFiles)).message,
+    /^Cannot read --config "\/missing.json"/,
+  );
+  assert.match(
+    configError(() => parseCli(["--config", "/c"], {}, files({ "/c": "{listen:" }))).message,
+    /^Cannot read --config "\/c"/,
+  );
+  for (const text of ["[]", "null", "3", '"x"']) {
+    assert.match(
+      configError(() => parseCli(["--config", "/c"], {}, files({ "/c": text }))).message,
+      /^Invalid --config "\/c": expected a JSON object keyed by flag name$/,
+      text,
+    );
+  }
+});
+
+/** Values each option must refuse, with a phrase of what it allows. */
+const BAD_VALUES: Record<string, { values: string[]; allowed: RegExp }> = {
+  listen: {
+    values: ["5000", "localhost", "localhost:", ":5000", "host:65536", "host:123456", "a b:1", ""],
+    allowed: /HOST:PORT with a port from 0 to 65535/,
+  },
+  data: { values: ["", "  "], allowed: /a directory path/ },
+  "max-manifest-bytes": {
+    values: ["1023", "65MiB", "0", "lots", "4XB", "-1", "4 MiB extra", ""],
+    allowed: /a size from 1KiB to 64MiB/,
+  },
+  "upload-ttl": {
+    values: ["0s", "999ms", "366d", "24", "1w", "-5m", "1 h", ""],
+    allowed: /a duration from 1s to 365d/,
+  },
+  "no-delete": { values: ["maybe", "2", ""], allowed: /true or false/ },
+  "no-auto-mount": { values: ["nah", "tru"], allowed: /true or false/ },
+  "max-uploads-per-repo": {
+    values: ["0", "100001", "1.5", "-1", "ten", "1e3", ""],
+    allowed: /a whole number from 1 to 100000/,
+  },
+  "max-uploads": { values: ["0", "100001", "0x10"], allowed: /a whole number from 1 to 100000/ },
+  "tags-page-max": { values: ["0", "10001", "NaN"], allowed: /a whole number from 1 to 10000/ },
+  "log-level": {
+    values: ["verbose", "INFO", "trace", ""],
+    allowed: /debug, info, warn, error or off/,
+  },
+};
+
+Deno.test("parseCli() names the option, the value and what is allowed for every bad value", async (t) => {
+  for (const option of OPTIONS) {
+    const bad = BAD_VALUES[option.flag];
+    if (option.flag === "kv") continue; // any string is a path
+    assert.ok(bad, `no bad values listed for --${option.flag}`);
+    for (const value of bad.values) {
+      await t.step(`--${option.flag} ${JSON.stringify(value)}`, () => {
+        const sources: [string, () => unknown][] = [
+          ["env", () => parseCli([], { [envName(option.flag)]: value }, noFiles)],
+          [
+            "file",
+            () =>
+              parseCli(
+                ["--config", "/c.json"],
+                {},
+                files({ "/c.json": JSON.stringify({ [option.flag]: value }) }),
+              ),
+          ],
+        ];
+        if (option.kind === "string") {
+          sources.push(["flag", () => parseCli([`--${option.flag}=${value}`], {}, noFiles)]);
+        }
+        for (const [source, run] of sources) {
+          const error = configError(run);
+          assert.ok(error.message.includes(`--${option.flag}`), `${source}: ${error.message}`);
+          assert.ok(error.message.includes(`"${value}"`), `${source}: ${error.message}`);
+          assert.match(error.message, bad.allowed, source);
+        }
+      });
+    }
+  }
+});
+
+Deno.test("parseCli() accepts the edges of each range", () => {
+  const at = (flag: string, value: string) => parseCli([`--${flag}=${value}`], {}, noFiles).config;
+  assert.equal(at("max-manifest-bytes", "1KiB").maxManifestBytes, 1024);
+  assert.equal(at("max-manifest-bytes", "64MiB").maxManifestBytes, 64 * 1024 * 1024);
+  assert.equal(at("upload-ttl", "1s").uploadTtlMs, 1000);
+  assert.equal(at("upload-ttl", "1000ms").uploadTtlMs, 1000);
+  assert.equal(at("upload-ttl", "365d").uploadTtlMs, 365 * 86400 * 1000);
+  assert.equal(at("max-uploads-per-repo", "1").maxUploadsPerRepo, 1);
+  assert.equal(at("max-uploads", "100000").maxUploads, 100000);
+  assert.equal(at("tags-page-max", "10000").tagsPageMax, 10000);
+  assert.deepEqual(at("listen", "host.example:65535").listen, {
+    hostname: "host.example",
+    port: 65535,
+  });
+});
+
+Deno.test("parseCli() reads booleans in their usual spellings", () => {
+  for (const value of ["1", "true", "TRUE", "yes", "on"]) {
+    assert.equal(parseCli([], { BERTH_NO_DELETE: value }, noFiles).config.deleteEnabled, false);
+  }
+  for (const value of ["0", "false", "No", "off"]) {
+    assert.equal(parseCli([], { BERTH_NO_DELETE: value }, noFiles).config.deleteEnabled, true);
+  }
+});
+
+Deno.test("parseSize() reads plain bytes and SI and binary units", () => {
+  assert.equal(parseSize("0"), 0);
+  assert.equal(parseSize("1048576"), 1048576);
+  assert.equal(parseSize("512b"), 512);
+  assert.equal(parseSize("1kb"), 1000);
+  assert.equal(parseSize("1KiB"), 1024);
+  assert.equal(parseSize("4MiB"), 4 * 1024 ** 2);
+  assert.equal(parseSize("4mb"), 4e6);
+  assert.equal(parseSize("2GiB"), 2 * 1024 ** 3);
+  assert.equal(parseSize("1GB"), 1e9);
+  assert.equal(parseSize("1.5KiB"), 1536);
+  assert.equal(parseSize(" 4 MiB "), 4 * 1024 ** 2);
+});
+
+Deno.test("parseSize() returns null for anything else", () => {
+  for (const value of ["", "MiB", "-1", "1TiB", "1 2", "4M", "1e3", "0x10", "9".repeat(30)]) {
+    assert.equal(parseSize(value), null, value);
+  }
+});
+
+Deno.test("parseDuration() reads ms, s, m, h and d", () => {
+  assert.equal(parseDuration("250ms"), 250);
+  assert.equal(parseDuration("90s"), 90_000);
+  assert.equal(parseDuration("15m"), 15 * 60_000);
+  assert.equal(parseDuration("24h"), 24 * 3600_000);
+  assert.equal(parseDuration("7d"), 7 * 86400_000);
+  assert.equal(parseDuration("1.5h"), 5400_000);
+  assert.equal(parseDuration(" 10s "), 10_000);
+});
+
+Deno.test("parseDuration() returns null for anything else", () => {
+  for (const value of ["", "10", "s", "1w", "1 s", "-1s", "1S", "1e3s", "9".repeat(30) + "d"]) {
+    assert.equal(parseDuration(value), null, value);
+  }
+});
+
+Deno.test("envName() turns a flag into its BERTH_ variable", () => {
+  assert.equal(envName("max-uploads-per-repo"), "BERTH_MAX_UPLOADS_PER_REPO");
+  assert.equal(envName("listen"), "BERTH_LISTEN");
+});
+
+Deno.test("helpText() lists every option with its env variable and default", () => {
+  const help = helpText();
+  const flags = OPTIONS.map((o) => o.flag);
+  // Every Config field has an option (guards against a field without a flag).
+  assert.deepEqual(flags.sort(), [
+    "data",
+    "kv",
+    "listen",
+    "log-level",
+    "max-manifest-bytes",
+    "max-uploads",
+    "max-uploads-per-repo",
+    "no-auto-mount",
+    "no-delete",
+    "tags-page-max",
+    "upload-ttl",
+  ]);
+  for (const option of OPTIONS) {
+    assert.match(help, new RegExp(`--${option.flag}\\b`), option.flag);
+    assert.ok(help.includes(envName(option.flag)), envName(option.flag));
+    if (option.default) assert.ok(help.includes(`default ${option.default}`), option.flag);
+  }
+  assert.ok(help.includes("--config"));
+  assert.ok(help.includes("BERTH_CONFIG"));
+  assert.ok(help.includes("--help"));
+  assert.ok(help.includes("fsck"));
+});

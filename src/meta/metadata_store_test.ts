@@ -1,0 +1,724 @@
+/**
+ * Unit tests of the metadata operations over an in-memory Deno KV (DESIGN §3
+ * invariants; checklist A6 tags, A7 paging, A8 referrers, A5 mount and
+ * upload sessions).
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { type Digest, makeDigest } from "../oci/digest.ts";
+import {
+  blobLinkKey,
+  blobReposKey,
+  manifestKey,
+  type ManifestRecord,
+  referrerKey,
+  repoKey,
+  tagKey,
+  tagsByDigestKey,
+  tagsByDigestPrefix,
+  uploadKey,
+  type UploadPart,
+  uploadPartKey,
+  uploadPartsPrefix,
+  type UploadRecord,
+} from "./keys.ts";
+import { MAX_TAGS_PER_PUT, MetadataStore, referrerEntry } from "./metadata_store.ts";
+
+const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
+
+function digestOf(text: string): Digest {
+  return makeDigest("sha256", createHash("sha256").update(text).digest("hex"));
+}
+
+/** An in-memory store, closed by `using`. */
+async function openStore(): Promise<MetadataStore & Disposable> {
+  const kv = await Deno.openKv(":memory:");
+  const meta = new MetadataStore(kv);
+  return Object.assign(meta, { [Symbol.dispose]: () => kv.close() });
+}
+
+function record(extra: Partial<ManifestRecord> = {}): ManifestRecord {
+  return { mediaType: OCI_MANIFEST, size: 100, createdAt: 1, ...extra };
+}
+
+async function exists(meta: MetadataStore, key: Deno.KvKey): Promise<boolean> {
+  return (await meta.kv.raw.get(key)).versionstamp !== null;
+}
+
+async function count(meta: MetadataStore, prefix: Deno.KvKey): Promise<number> {
+  let n = 0;
+  for await (const _ of meta.kv.raw.list({ prefix })) n++;
+  return n;
+}
+
+/** Every item of a listing, following `next` page by page. */
+async function allPages<T>(
+  page: (last: string | undefined) => Promise<{ items: T[]; next?: string }>,
+  pageSize: number,
+): Promise<T[][]> {
+  const pages: T[][] = [];
+  let last: string | undefined;
+  for (let i = 0; i < 1000; i++) {
+    const result = await page(last);
+    assert.ok(result.items.length <= pageSize);
+    pages.push(result.items);
+    if (result.next === undefined) return pages;
+    last = result.next;
+  }
+  assert.fail("paging did not end");
+}
+
+// ---- manifests and tags ----------------------------------------------------
+
+Deno.test("putManifest() records the manifest, its tags, the tag index and the repository", async () => {
+  using meta = await openStore();
+  const digest = digestOf("m1");
+  assert.equal(await meta.repoExists("app"), false);
+  await meta.putManifest({ name: "app", digest, record: record(), tags: ["latest", "v1"] });
+  assert.equal(await meta.repoExists("app"), true);
+  assert.deepEqual(await meta.getManifest("app", digest), record());
+  for (const tag of ["latest", "v1"]) {
+    assert.equal((await meta.getTag("app", tag))?.digest, digest);
+    assert.equal(await exists(meta, tagsByDigestKey("app", digest, tag)), true);
+  }
+  assert.equal(await meta.getManifest("other", digest), null);
+  assert.equal(await meta.getTag("app", "nope"), null);
+});
+
+Deno.test("putManifest() by digest alone sets no tag", async () => {
+  using meta = await openStore();
+  const digest = digestOf("m1");
+  await meta.putManifest({ name: "app", digest, record: record(), tags: [] });
+  assert.ok(await meta.getManifest("app", digest));
+  assert.equal(await count(meta, ["tags", "app"]), 0);
+  assert.equal(await count(meta, tagsByDigestPrefix("app", digest)), 0);
+});
+
+Deno.test("putManifest() moves a tag and updates tags_by_digest", async () => {
+  using meta = await openStore();
+  const a = digestOf("a");
+  const b = digestOf("b");
+  await meta.putManifest({ name: "app", digest: a, record: record(), tags: ["latest", "keep"] });
+  await meta.putManifest({
+    name: "app",
+    digest: b,
+    record: record({ mediaType: OCI_INDEX }),
+    tags: ["latest"],
+  });
+  assert.equal((await meta.getTag("app", "latest"))?.digest, b);
+  assert.equal((await meta.getTag("app", "keep"))?.digest, a);
+  assert.equal(await exists(meta, tagsByDigestKey("app", a, "latest")), false);
+  assert.equal(await exists(meta, tagsByDigestKey("app", b, "latest")), true);
+  assert.equal(await exists(meta, tagsByDigestKey("app", a, "keep")), true);
+  // Both manifests stay.
+  assert.ok(await meta.getManifest("app", a));
+  assert.equal((await meta.getManifest("app", b))?.mediaType, OCI_INDEX);
+});
+
+Deno.test("putManifest() re-putting the same tag and digest changes nothing but the time", async () => {
+  using meta = await openStore();
+  const a = digestOf("a");
+  await meta.putManifest({ name: "app", digest: a, record: record(), tags: ["t"] });
+  await meta.putManifest({ name: "app", digest: a, record: record(), tags: ["t"] });
+  assert.equal((await meta.getTag("app", "t"))?.digest, a);
+  assert.equal(await count(meta, tagsByDigestPrefix("app", a)), 1);
+});
+
+Deno.test("putManifest() refuses more than MAX_TAGS_PER_PUT tags", async () => {
+  using meta = await openStore();
+  const tags = Array.from({ length: MAX_TAGS_PER_PUT + 1 }, (_, i) => `t${i}`);
+  assert.throws(
+    () => meta.putManifest({ name: "app", digest: digestOf("a"), record: record(), tags }),
+    RangeError,
+  );
+  assert.equal(await meta.repoExists("app"), false);
+  await meta.putManifest({
+    name: "app",
+    digest: digestOf("a"),
+    record: record(),
+    tags: tags.slice(0, MAX_TAGS_PER_PUT),
+  });
+  assert.equal(await count(meta, ["tags", "app"]), MAX_TAGS_PER_PUT);
+});
+
+Deno.test("putManifest() with a subject writes its referrer entry", async () => {
+  using meta = await openStore();
+  const subject = digestOf("subject");
+  const sig = digestOf("sig");
+  const annotations = { "org.example": "yes" };
+  const rec = record({ subject, artifactType: "application/x.sig", size: 321 });
+  await meta.putManifest({ name: "app", digest: sig, record: rec, tags: [], annotations });
+  assert.equal(await exists(meta, referrerKey("app", subject, "application/x.sig", sig)), true);
+  const page = await meta.listReferrers("app", subject, { n: 10 });
+  assert.deepEqual(page, {
+    items: [{
+      mediaType: OCI_MANIFEST,
+      digest: sig,
+      size: 321,
+      artifactType: "application/x.sig",
+      annotations,
+    }],
+  });
+});
+
+Deno.test("referrerEntry() leaves out artifactType and annotations when absent", () => {
+  const d = digestOf("x");
+  assert.deepEqual(referrerEntry(d, record({ mediaType: OCI_INDEX, size: 5 })), {
+    mediaType: OCI_INDEX,
+    digest: d,
+    size: 5,
+  });
+});
+
+Deno.test("deleteTag() removes the pointer and its index entry, not the manifest", async () => {
+  using meta = await openStore();
+  const a = digestOf("a");
+  await meta.putManifest({ name: "app", digest: a, record: record(), tags: ["t", "u"] });
+  assert.equal(await meta.deleteTag("app", "t"), true);
+  assert.equal(await meta.getTag("app", "t"), null);
+  assert.equal(await exists(meta, tagsByDigestKey("app", a, "t")), false);
+  assert.equal((await meta.getTag("app", "u"))?.digest, a);
+  assert.ok(await meta.getManifest("app", a));
+  assert.equal(await meta.deleteTag("app", "t"), false);
+  assert.equal(await meta.deleteTag("nowhere", "t"), false);
+});
+
+Deno.test("deleteManifest() removes the manifest, its tags and its referrer entry", async () => {
+  using meta = await openStore();
+  const subject = digestOf("s");
+  const a = digestOf("a");
+  const b = digestOf("b");
+  await meta.putManifest({
+    name: "app",
+    digest: a,
+    record: record({ subject, artifactType: "application/x.a" }),
+    tags: ["t1", "t2"],
+  });
+  await meta.putManifest({ name: "app", digest: b, record: record(), tags: ["other"] });
+  assert.equal(await meta.deleteManifest("app", a), true);
+  assert.equal(await meta.getManifest("app", a), null);
+  assert.equal(await meta.getTag("app", "t1"), null);
+  assert.equal(await meta.getTag("app", "t2"), null);
+  assert.equal(await count(meta, tagsByDigestPrefix("app", a)), 0);
+  assert.deepEqual((await meta.listReferrers("app", subject, { n: 10 })).items, []);
+  assert.equal((await meta.getTag("app", "other"))?.digest, b);
+  assert.equal(await meta.deleteManifest("app", a), false);
+  assert.equal(await meta.deleteManifest("nowhere", a), false);
+});
+
+Deno.test("deleteManifest() removes more than 9 tags (several commits)", async () => {
+  for (const total of [9, 10, 18, 25]) {
+    using meta = await openStore();
+    const a = digestOf("a");
+    const tags = Array.from({ length: total }, (_, i) => `tag-${String(i).padStart(2, "0")}`);
+    for (let i = 0; i < tags.length; i += MAX_TAGS_PER_PUT) {
+      await meta.putManifest({
+        name: "app",
+        digest: a,
+        record: record(),
+        tags: tags.slice(i, i + MAX_TAGS_PER_PUT),
+      });
+    }
+    await meta.putManifest({ name: "app", digest: digestOf("b"), record: record(), tags: ["b"] });
+    assert.equal(await count(meta, ["tags", "app"]), total + 1);
+    assert.equal(await meta.deleteManifest("app", a), true, `${total} tags`);
+    assert.equal(await meta.getManifest("app", a), null, `${total} tags`);
+    assert.equal(await count(meta, tagsByDigestPrefix("app", a)), 0, `${total} tags`);
+    assert.deepEqual((await meta.listTags("app", 100)).items, ["b"], `${total} tags`);
+  }
+});
+
+Deno.test("deleteManifest() keeps a tag whose index entry is stale (it moved elsewhere)", async () => {
+  using meta = await openStore();
+  const a = digestOf("a");
+  const b = digestOf("b");
+  await meta.putManifest({ name: "app", digest: a, record: record(), tags: [] });
+  await meta.putManifest({ name: "app", digest: b, record: record(), tags: ["t"] });
+  // A stale reverse-index entry says "t" points at a.
+  await meta.kv.raw.set(tagsByDigestKey("app", a, "t"), true);
+  assert.equal(await meta.deleteManifest("app", a), true);
+  assert.equal((await meta.getTag("app", "t"))?.digest, b);
+  assert.equal(await exists(meta, tagsByDigestKey("app", a, "t")), false);
+  assert.equal(await exists(meta, tagsByDigestKey("app", b, "t")), true);
+});
+
+// ---- listings ----------------------------------------------------------------
+
+Deno.test("listTags() returns tags in byte order, paged strictly after last", async () => {
+  using meta = await openStore();
+  const tags = ["b", "A", "a", "_x", "Z", "0", "a.b", "a-b", "aa", "v1.10", "v1.9"];
+  for (let i = 0; i < tags.length; i++) {
+    await meta.putManifest({
+      name: "app",
+      digest: digestOf(String(i)),
+      record: record(),
+      tags: [tags[i]!],
+    });
+  }
+  const sorted = [...tags].sort();
+  assert.deepEqual((await meta.listTags("app", 100)).items, sorted);
+  assert.equal((await meta.listTags("app", 100)).next, undefined);
+  for (const n of [1, 2, 3, 10, 11]) {
+    const pages = await allPages((last) => meta.listTags("app", n, last), n);
+    assert.deepEqual(pages.flat(), sorted, `n=${n}`);
+    // Every page but the last is full.
+    for (const page of pages.slice(0, -1)) assert.equal(page.length, n);
+  }
+});
+
+Deno.test("listTags() with n equal to the count sends no next", async () => {
+  using meta = await openStore();
+  await meta.putManifest({
+    name: "app",
+    digest: digestOf("a"),
+    record: record(),
+    tags: ["x", "y"],
+  });
+  assert.deepEqual(await meta.listTags("app", 2), { items: ["x", "y"] });
+  assert.deepEqual(await meta.listTags("app", 1), { items: ["x"], next: "x" });
+  assert.deepEqual(await meta.listTags("app", 1, "x"), { items: ["y"] });
+});
+
+Deno.test("listTags() with n=0 returns nothing and no next", async () => {
+  using meta = await openStore();
+  await meta.putManifest({ name: "app", digest: digestOf("a"), record: record(), tags: ["x"] });
+  assert.deepEqual(await meta.listTags("app", 0), { items: [] });
+});
+
+Deno.test("listTags() with a last that is not a tag starts after where it would sort", async () => {
+  using meta = await openStore();
+  await meta.putManifest({
+    name: "app",
+    digest: digestOf("a"),
+    record: record(),
+    tags: ["a", "c", "e"],
+  });
+  assert.deepEqual((await meta.listTags("app", 10, "b")).items, ["c", "e"]);
+  assert.deepEqual((await meta.listTags("app", 10, "e")).items, []);
+  assert.deepEqual((await meta.listTags("app", 10, "zzz")).items, []);
+  assert.deepEqual((await meta.listTags("app", 10, "")).items, ["a", "c", "e"]);
+});
+
+Deno.test("listTags() lists only the named repository", async () => {
+  using meta = await openStore();
+  await meta.putManifest({ name: "a", digest: digestOf("1"), record: record(), tags: ["one"] });
+  await meta.putManifest({ name: "a/b", digest: digestOf("2"), record: record(), tags: ["two"] });
+  await meta.putManifest({ name: "ab", digest: digestOf("3"), record: record(), tags: ["three"] });
+  assert.deepEqual((await meta.listTags("a", 10)).items, ["one"]);
+  assert.deepEqual((await meta.listTags("a/b", 10)).items, ["two"]);
+  assert.deepEqual((await meta.listTags("none", 10)).items, []);
+});
+
+Deno.test("listRepos() returns repositories in byte order, paged strictly after last", async () => {
+  using meta = await openStore();
+  const names = ["b", "a/c", "a", "a-b", "a/b", "z/z/z", "0"];
+  for (const name of names) {
+    await meta.putManifest({ name, digest: digestOf(name), record: record(), tags: [] });
+  }
+  const sorted = [...names].sort();
+  assert.deepEqual((await meta.listRepos(100)).items, sorted);
+  for (const n of [1, 2, 3, 7]) {
+    const pages = await allPages((last) => meta.listRepos(n, last), n);
+    assert.deepEqual(pages.flat(), sorted, `n=${n}`);
+  }
+  assert.deepEqual(await meta.listRepos(0), { items: [] });
+  assert.deepEqual((await meta.listRepos(10, "a/b")).items, ["a/c", "b", "z/z/z"]);
+});
+
+Deno.test("listReferrers() pages through every referrer of a subject", async () => {
+  using meta = await openStore();
+  const subject = digestOf("subject");
+  const expected: Digest[] = [];
+  for (let i = 0; i < 7; i++) {
+    const digest = digestOf(`ref${i}`);
+    expected.push(digest);
+    await meta.putManifest({
+      name: "app",
+      digest,
+      record: record({ subject, artifactType: `application/x.t${i % 3}` }),
+      tags: [],
+    });
+  }
+  // An index without artifactType is a referrer too.
+  const index = digestOf("index");
+  expected.push(index);
+  await meta.putManifest({
+    name: "app",
+    digest: index,
+    record: record({ subject, mediaType: OCI_INDEX }),
+    tags: [],
+  });
+  // Not referrers of this subject in this repository.
+  await meta.putManifest({
+    name: "other",
+    digest: digestOf("elsewhere"),
+    record: record({ subject, artifactType: "application/x.t0" }),
+    tags: [],
+  });
+  await meta.putManifest({
+    name: "app",
+    digest: digestOf("unrelated"),
+    record: record({ subject: digestOf("another"), artifactType: "application/x.t0" }),
+    tags: [],
+  });
+  const all = await meta.listReferrers("app", subject, { n: 100 });
+  assert.equal(all.next, undefined);
+  assert.deepEqual(new Set(all.items.map((d) => d.digest)), new Set(expected));
+  for (const n of [1, 2, 3, 8]) {
+    const pages = await allPages(
+      (last) => meta.listReferrers("app", subject, last === undefined ? { n } : { n, last }),
+      n,
+    );
+    assert.deepEqual(
+      pages.flat().map((d) => d.digest),
+      all.items.map((d) => d.digest),
+      `n=${n}`,
+    );
+  }
+});
+
+Deno.test("listReferrers() filters by artifactType, also across pages", async () => {
+  using meta = await openStore();
+  const subject = digestOf("subject");
+  const sigs: Digest[] = [];
+  for (let i = 0; i < 5; i++) {
+    const digest = digestOf(`sig${i}`);
+    sigs.push(digest);
+    await meta.putManifest({
+      name: "app",
+      digest,
+      record: record({ subject, artifactType: "application/x.sig" }),
+      tags: [],
+    });
+    await meta.putManifest({
+      name: "app",
+      digest: digestOf(`sbom${i}`),
+      record: record({ subject, artifactType: "application/x.sbom" }),
+      tags: [],
+    });
+  }
+  // A type that is a prefix of another must not match it.
+  await meta.putManifest({
+    name: "app",
+    digest: digestOf("prefix"),
+    record: record({ subject, artifactType: "application/x.si" }),
+    tags: [],
+  });
+  const filtered = await meta.listReferrers("app", subject, {
+    n: 100,
+    artifactType: "application/x.sig",
+  });
+  assert.deepEqual(filtered.items.map((d) => d.digest).sort(), [...sigs].sort());
+  assert.ok(filtered.items.every((d) => d.artifactType === "application/x.sig"));
+  const pages = await allPages(
+    (last) =>
+      meta.listReferrers("app", subject, {
+        n: 2,
+        artifactType: "application/x.sig",
+        ...(last === undefined ? {} : { last }),
+      }),
+    2,
+  );
+  assert.deepEqual(pages.map((p) => p.length), [2, 2, 1]);
+  assert.deepEqual(pages.flat(), filtered.items);
+  const none = await meta.listReferrers("app", subject, { n: 10, artifactType: "application/x" });
+  assert.deepEqual(none, { items: [] });
+});
+
+Deno.test("listReferrers() of an unknown subject or repository is empty", async () => {
+  using meta = await openStore();
+  assert.deepEqual(await meta.listReferrers("app", digestOf("s"), { n: 10 }), { items: [] });
+});
+
+Deno.test("listReferrers() with n=0 returns nothing and no next", async () => {
+  using meta = await openStore();
+  const subject = digestOf("s");
+  await meta.putManifest({
+    name: "app",
+    digest: digestOf("r"),
+    record: record({ subject, artifactType: "application/x.a" }),
+    tags: [],
+  });
+  assert.deepEqual(await meta.listReferrers("app", subject, { n: 0 }), { items: [] });
+});
+
+Deno.test("listReferrers() with a last of another artifactType than the filter does not throw", async () => {
+  using meta = await openStore();
+  const subject = digestOf("s");
+  for (const type of ["application/a", "application/m", "application/z"]) {
+    await meta.putManifest({
+      name: "app",
+      digest: digestOf(type),
+      record: record({ subject, artifactType: type }),
+      tags: [],
+    });
+  }
+  const before = await meta.listReferrers("app", subject, {
+    n: 10,
+    artifactType: "application/m",
+    last: `application/a@${digestOf("application/a")}`,
+  });
+  assert.deepEqual(before.items.map((d) => d.artifactType), ["application/m"]);
+  const after = await meta.listReferrers("app", subject, {
+    n: 10,
+    artifactType: "application/m",
+    last: `application/z@${digestOf("application/z")}`,
+  });
+  assert.deepEqual(after, { items: [] });
+});
+
+Deno.test("listReferrers() accepts any cursor the handler lets through (512 characters)", async () => {
+  using meta = await openStore();
+  const name = "a/".repeat(127) + "b"; // the longest name
+  const subject = makeDigest("sha512", "0".repeat(128));
+  await meta.putManifest({
+    name,
+    digest: digestOf("r"),
+    record: record({ subject, artifactType: "application/x.a" }),
+    tags: [],
+  });
+  // The handler refuses a longer last (a KV key over 2 KiB would throw).
+  for (const last of ["x".repeat(511) + "@", "@" + "y".repeat(511), "0".repeat(256) + "@y"]) {
+    const page = await meta.listReferrers(name, subject, { n: 10, last });
+    assert.ok(page.items.length <= 1);
+  }
+});
+
+// ---- blobs -------------------------------------------------------------------
+
+Deno.test("linkBlob() links a blob, creates the repository and is idempotent", async () => {
+  using meta = await openStore();
+  const d = digestOf("blob");
+  assert.equal(await meta.getBlobLink("app", d), null);
+  await meta.linkBlob("app", d, 42);
+  await meta.linkBlob("app", d, 42);
+  assert.equal((await meta.getBlobLink("app", d))?.size, 42);
+  assert.equal(await meta.repoExists("app"), true);
+  assert.equal(await exists(meta, blobReposKey(d, "app")), true);
+  assert.equal(await meta.getBlobLink("other", d), null);
+});
+
+Deno.test("unlinkBlob() removes the link and reverse index, once", async () => {
+  using meta = await openStore();
+  const d = digestOf("blob");
+  await meta.linkBlob("app", d, 1);
+  await meta.linkBlob("other", d, 1);
+  assert.equal(await meta.unlinkBlob("app", d), true);
+  assert.equal(await meta.getBlobLink("app", d), null);
+  assert.equal(await exists(meta, blobReposKey(d, "app")), false);
+  assert.equal(await meta.unlinkBlob("app", d), false);
+  assert.ok(await meta.getBlobLink("other", d));
+  assert.equal(await meta.repoExists("app"), true, "the repository stays");
+});
+
+Deno.test("mountBlob() from a named repository links the blob and returns its size", async () => {
+  using meta = await openStore();
+  const d = digestOf("blob");
+  await meta.linkBlob("src", d, 99);
+  assert.equal(await meta.mountBlob("dst", d, "src"), 99);
+  assert.equal((await meta.getBlobLink("dst", d))?.size, 99);
+  assert.equal(await meta.repoExists("dst"), true);
+  assert.equal(await exists(meta, blobReposKey(d, "dst")), true);
+});
+
+Deno.test("mountBlob() returns null when the named repository lacks the blob", async () => {
+  using meta = await openStore();
+  const d = digestOf("blob");
+  await meta.linkBlob("elsewhere", d, 99);
+  assert.equal(await meta.mountBlob("dst", d, "src"), null);
+  assert.equal(await meta.getBlobLink("dst", d), null);
+  assert.equal(await meta.repoExists("dst"), false);
+});
+
+Deno.test("mountBlob() without from mounts from any repository that has the blob", async () => {
+  using meta = await openStore();
+  const d = digestOf("blob");
+  assert.equal(await meta.mountBlob("dst", d), null);
+  await meta.linkBlob("somewhere/else", d, 7);
+  assert.equal(await meta.mountBlob("dst", d), 7);
+  assert.equal((await meta.getBlobLink("dst", d))?.size, 7);
+  // After every link is gone, there is nothing to mount from.
+  await meta.unlinkBlob("somewhere/else", d);
+  await meta.unlinkBlob("dst", d);
+  assert.equal(await meta.mountBlob("third", d), null);
+});
+
+Deno.test("missingBlobs() and missingManifests() report what is absent, in batches", async () => {
+  using meta = await openStore();
+  const digests = Array.from({ length: 25 }, (_, i) => digestOf(`d${i}`));
+  for (const d of digests.filter((_, i) => i % 2 === 0)) await meta.linkBlob("app", d, 1);
+  const odd = digests.filter((_, i) => i % 2 === 1);
+  assert.deepEqual(await meta.missingBlobs("app", [...digests, ...digests]), odd);
+  assert.deepEqual(await meta.missingBlobs("app", []), []);
+  await meta.putManifest({ name: "app", digest: digests[0]!, record: record(), tags: [] });
+  assert.deepEqual(await meta.missingManifests("app", digests.slice(0, 12)), digests.slice(1, 12));
+});
+
+// ---- upload sessions -----------------------------------------------------------
+
+function part(i: number, size = 10): UploadPart {
+  return {
+    file: `p-${String(i).padStart(16, "0")}`,
+    size,
+    digest: digestOf(`part${i}`),
+  };
+}
+
+async function session(meta: MetadataStore, id: string): Promise<Deno.KvEntry<UploadRecord>> {
+  const entry = await meta.getUpload(id);
+  assert.ok(entry.value, `no session ${id}`);
+  return entry as Deno.KvEntry<UploadRecord>;
+}
+
+Deno.test("createUpload() opens a session at offset 0", async () => {
+  using meta = await openStore();
+  await meta.createUpload("u1", "app", "sha512");
+  const entry = await session(meta, "u1");
+  assert.equal(entry.value.name, "app");
+  assert.equal(entry.value.offset, 0);
+  assert.equal(entry.value.parts, 0);
+  assert.equal(entry.value.algorithm, "sha512");
+  assert.equal((await meta.getUpload("nope")).value, null);
+  assert.equal(await meta.repoExists("app"), false, "a session does not create the repository");
+});
+
+Deno.test("commitPart() appends parts in order and advances the offset", async () => {
+  using meta = await openStore();
+  await meta.createUpload("u1", "app", "sha256");
+  let entry = await session(meta, "u1");
+  for (let i = 0; i < 12; i++) {
+    const next = await meta.commitPart("u1", entry, part(i, i + 1));
+    assert.ok(next);
+    entry = next;
+  }
+  assert.equal(entry.value.parts, 12);
+  assert.equal(entry.value.offset, (12 * 13) / 2);
+  assert.deepEqual(await session(meta, "u1"), entry);
+  const parts = await meta.listParts("u1", entry.value.parts);
+  assert.deepEqual(parts, Array.from({ length: 12 }, (_, i) => part(i, i + 1)));
+  assert.deepEqual(await meta.listParts("u1", 0), []);
+});
+
+Deno.test("commitPart() with a stale entry returns null and writes nothing", async () => {
+  using meta = await openStore();
+  await meta.createUpload("u1", "app", "sha256");
+  const stale = await session(meta, "u1");
+  assert.ok(await meta.commitPart("u1", stale, part(0)));
+  assert.equal(await meta.commitPart("u1", stale, part(1, 99)), null);
+  const entry = await session(meta, "u1");
+  assert.equal(entry.value.offset, 10);
+  assert.deepEqual(await meta.listParts("u1", 10), [part(0)]);
+});
+
+Deno.test("endUpload() removes the session and its parts; a stale entry loses", async () => {
+  using meta = await openStore();
+  await meta.createUpload("u1", "app", "sha256");
+  const first = await session(meta, "u1");
+  const entry = await meta.commitPart("u1", first, part(0));
+  assert.ok(entry);
+  assert.equal(await meta.endUpload("u1", first), false, "stale entry");
+  assert.ok((await meta.getUpload("u1")).value);
+  assert.equal(await meta.endUpload("u1", entry), true);
+  assert.equal((await meta.getUpload("u1")).value, null);
+  assert.equal(await count(meta, uploadPartsPrefix("u1")), 0);
+  assert.equal(await meta.endUpload("u1", entry), false, "already ended");
+  assert.equal(await meta.getBlobLink("app", digestOf("x")), null);
+  assert.equal(await meta.repoExists("app"), false);
+});
+
+Deno.test("endUpload() with link links the blob and creates the repository", async () => {
+  using meta = await openStore();
+  const d = digestOf("blob");
+  await meta.createUpload("u1", "app", "sha256");
+  const entry = await meta.commitPart("u1", await session(meta, "u1"), part(0, 5));
+  assert.ok(entry);
+  assert.equal(await meta.endUpload("u1", entry, { digest: d, size: 5 }), true);
+  assert.equal((await meta.getBlobLink("app", d))?.size, 5);
+  assert.equal(await exists(meta, blobReposKey(d, "app")), true);
+  assert.equal(await meta.repoExists("app"), true);
+  assert.equal((await meta.getUpload("u1")).value, null);
+});
+
+Deno.test("endUpload() removes the parts of a session with more parts than one commit holds", async () => {
+  using meta = await openStore();
+  await meta.createUpload("big", "app", "sha256");
+  let entry = await session(meta, "big");
+  const total = 905;
+  for (let i = 0; i < total; i++) {
+    const next = await meta.commitPart("big", entry, part(i, 1));
+    assert.ok(next);
+    entry = next;
+  }
+  assert.equal(await count(meta, uploadPartsPrefix("big")), total);
+  assert.equal(await meta.endUpload("big", entry), true);
+  assert.equal(await count(meta, uploadPartsPrefix("big")), 0);
+  assert.equal(await exists(meta, uploadPartKey("big", total - 1)), false);
+});
+
+Deno.test("countUploads() goes up and down exactly with sessions", async () => {
+  using meta = await openStore();
+  assert.deepEqual(await meta.countUploads("a"), { repo: 0, total: 0 });
+  await meta.createUpload("a1", "a", "sha256");
+  await meta.createUpload("a2", "a", "sha256");
+  await meta.createUpload("b1", "b", "sha256");
+  assert.deepEqual(await meta.countUploads("a"), { repo: 2, total: 3 });
+  assert.deepEqual(await meta.countUploads("b"), { repo: 1, total: 3 });
+  assert.deepEqual(await meta.countUploads("c"), { repo: 0, total: 3 });
+  // A duplicate id is refused and not counted.
+  await meta.createUpload("a1", "a", "sha256");
+  assert.deepEqual(await meta.countUploads("a"), { repo: 2, total: 3 });
+  // A stale end does not count down.
+  const a1 = await session(meta, "a1");
+  const moved = await meta.commitPart("a1", a1, part(0));
+  assert.ok(moved);
+  assert.equal(await meta.endUpload("a1", a1), false);
+  assert.deepEqual(await meta.countUploads("a"), { repo: 2, total: 3 });
+  assert.equal(await meta.endUpload("a1", moved), true);
+  assert.deepEqual(await meta.countUploads("a"), { repo: 1, total: 2 });
+  assert.equal(
+    await meta.endUpload("a2", await session(meta, "a2"), {
+      digest: digestOf("x"),
+      size: 1,
+    }),
+    true,
+  );
+  assert.equal(await meta.endUpload("b1", await session(meta, "b1")), true);
+  assert.deepEqual(await meta.countUploads("a"), { repo: 0, total: 0 });
+  assert.deepEqual(await meta.countUploads("b"), { repo: 0, total: 0 });
+  // Up again from zero (no wrap-around left over).
+  await meta.createUpload("a3", "a", "sha256");
+  assert.deepEqual(await meta.countUploads("a"), { repo: 1, total: 1 });
+});
+
+Deno.test("deleteParts() removes parts from an index on", async () => {
+  using meta = await openStore();
+  for (let i = 0; i < 5; i++) await meta.kv.raw.set(uploadPartKey("u", i), part(i));
+  await meta.deleteParts("u", 3);
+  assert.equal(await count(meta, uploadPartsPrefix("u")), 3);
+  await meta.deleteParts("u");
+  assert.equal(await count(meta, uploadPartsPrefix("u")), 0);
+});
+
+Deno.test("keys are the ones the key table documents", async () => {
+  using meta = await openStore();
+  const d = digestOf("m");
+  await meta.putManifest({ name: "app", digest: d, record: record(), tags: ["t"] });
+  await meta.linkBlob("app", d, 1);
+  await meta.createUpload("u", "app", "sha256");
+  for (
+    const key of [
+      repoKey("app"),
+      manifestKey("app", d),
+      tagKey("app", "t"),
+      tagsByDigestKey("app", d, "t"),
+      blobLinkKey("app", d),
+      blobReposKey(d, "app"),
+      uploadKey("u"),
+    ]
+  ) {
+    assert.equal(await exists(meta, key), true, JSON.stringify(key));
+  }
+});
