@@ -136,7 +136,7 @@ EOF
 # e2e_teardown: stop everything this library started, remove $E2E_TMP.
 e2e_teardown() {
   local rc=$?
-  stop_dockerd || true
+  stop_dockerd 30 || true
   stop_berth || true
   if [[ -n "${E2E_TMP:-}" && -d "$E2E_TMP" && "${E2E_KEEP:-0}" != 1 ]]; then
     # vfs/containers storage may leave read-only dirs: make writable first
@@ -792,8 +792,9 @@ _st_skopeo() {
   skopeo_copy "$E2E_REG/$ST/sk:big-oci" "$E2E_REG/$ST/sk2:copied"
   skopeo_delete "$E2E_REG/$ST/sk:big-v2s2"
   skopeo_list_tags "$E2E_REG/$ST/sk" | tee "$E2E_TMP/log/tags.json"
-  ! grep -q '"big-v2s2"' "$E2E_TMP/log/tags.json"
-  ! skopeo_inspect_raw "$E2E_REG/$ST/sk:big-v2s2"
+  # (`! cmd` never trips errexit, hence the explicit ifs)
+  if grep -q '"big-v2s2"' "$E2E_TMP/log/tags.json"; then return 1; fi
+  if skopeo_inspect_raw "$E2E_REG/$ST/sk:big-v2s2"; then return 1; fi
 }
 _st_buildah() {
   buildah_image bh-amd64 amd64 2
@@ -846,7 +847,7 @@ e2e_selftest() {
   e2e_step "buildah scratch + manifest push --all" _st_buildah
   e2e_step "podman push/pull tag+digest" _st_podman
   e2e_step "@sigstore/oci attach + referrers" _st_sigstore
-  e2e_step_here "stop dockerd" stop_dockerd
+  e2e_step_here "stop dockerd" stop_dockerd 30
   ((_E2E_FAIL == 0)) || _e2e_log "failed: ${_E2E_FAILED[*]} (logs: $E2E_TMP/log, kept: E2E_KEEP=1)"
   echo "$_E2E_PASS passed, $_E2E_FAIL failed"
   ((_E2E_FAIL == 0))
