@@ -170,7 +170,7 @@ export const OPTIONS: OptionSpec[] = [
     flag: "no-auto-mount",
     kind: "boolean",
     default: "false",
-    help: "Mount without ?from= only from the named repository: answer 202 (a new session) instead",
+    help: "Never mount without ?from=: such a POST starts a normal upload session (202)",
     allowed: "true or false",
     apply(config, value) {
       config.autoMount = !bool("no-auto-mount", value);

@@ -186,6 +186,8 @@ class Check {
   readonly badManifests = new Map<string, string | null>();
   /** Manifests whose record a repair rewrites along with their referrer entry. */
   readonly rewritten = new Set<string>();
+  /** What good manifests are: id(name, digest) → media type and size (tags repeat them). */
+  readonly manifestShapes = new Map<string, { mediaType: string; size: number }>();
   /** Good tags: id(name, tag) → digest. */
   readonly tags = new Map<string, Digest>();
   /** Bad tags → the id of the tags_by_digest key removed with them. */
@@ -416,6 +418,7 @@ class Check {
       }
       this.names.add(name);
       this.manifests.set(self, needed);
+      this.manifestShapes.set(self, { mediaType: expected.mediaType, size: expected.size });
     }
   }
 
@@ -452,6 +455,21 @@ class Check {
           `points at ${digest}, ${bad ? "a manifest that cannot be served" : "no manifest"}`,
         );
       } else {
+        const shape = this.manifestShapes.get(id(name, digest));
+        if (
+          shape && isObject(value) &&
+          (value.mediaType !== shape.mediaType || value.size !== shape.size)
+        ) {
+          await this.problem(
+            `${where}: says ${JSON.stringify(value.mediaType)} ${JSON.stringify(value.size)}, ` +
+              `its manifest is ${shape.mediaType} ${shape.size}`,
+            () =>
+              this.commit(
+                (op) => op.check(entry).set(entry.key, { ...value, ...shape }),
+                "rewrote the tag's media type and size from its manifest",
+              ),
+          );
+        }
         this.tags.set(self, digest);
         this.names.add(name);
       }

@@ -1053,3 +1053,15 @@ Deno.test("end-7b: ?tag= on a PUT by tag sets the path tag and the query tags", 
     assert.equal(res.headers.get("Docker-Content-Digest"), sha256(body));
   }
 });
+
+Deno.test("end-3: repeated GETs by tag and digest serve identical bytes (manifest cache)", async () => {
+  await using reg = await startRegistry();
+  const image = await pushImage(reg, "cache/app", "v1");
+  for (let i = 0; i < 3; i++) {
+    for (const ref of ["v1", image.digest]) {
+      const res = await reg.fetch(`/v2/cache/app/manifests/${ref}`);
+      assert.equal(res.status, 200);
+      assert.equal(await res.text(), image.body);
+    }
+  }
+});

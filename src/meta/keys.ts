@@ -5,7 +5,7 @@
  * | --- | --- | --- |
  * | `["repos", name]` | `{ createdAt }` | catalog (prefix scan in byte order); NAME_UNKNOWN |
  * | `["manifests", name, digest]` | {@linkcode ManifestRecord} | end-3, end-7, end-9; bytes are blob `digest` |
- * | `["tags", name, tag]` | `{ digest, updatedAt }` | end-3 by tag, end-8 (prefix scan) |
+ * | `["tags", name, tag]` | `{ digest, mediaType, size, updatedAt }` | end-3 by tag, end-8 (prefix scan) |
  * | `["tags_by_digest", name, digest, tag]` | `true` | end-9: deleting a digest removes its tags |
  * | `["blob_links", name, digest]` | `{ size, linkedAt }` | end-2, end-10, end-11: a blob is visible in a repo only through a link |
  * | `["blob_repos", digest, name]` | `true` | end-11 mount without `from`; GC later |
@@ -31,9 +31,15 @@ export interface ManifestRecord {
   createdAt: number;
 }
 
-/** A tag: a pointer to a manifest digest. */
+/**
+ * A tag: a pointer to a manifest digest. It repeats the manifest's media type
+ * and size (a tag exists only while its manifest record does: they change in
+ * one commit), so a GET or HEAD by tag costs one KV read.
+ */
 export interface TagRecord {
   digest: Digest;
+  mediaType: string;
+  size: number;
   updatedAt: number;
 }
 

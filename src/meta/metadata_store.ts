@@ -129,7 +129,15 @@ export class MetadataStore {
           if (entry.value && entry.value.digest !== digest) {
             op.delete(tagsByDigestKey(name, entry.value.digest, tag));
           }
-          op.set(tagKey(name, tag), { digest, updatedAt: now } satisfies TagRecord);
+          op.set(
+            tagKey(name, tag),
+            {
+              digest,
+              mediaType: record.mediaType,
+              size: record.size,
+              updatedAt: now,
+            } satisfies TagRecord,
+          );
           op.set(tagsByDigestKey(name, digest, tag), true);
         });
         if (record.subject) {

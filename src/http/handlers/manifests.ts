@@ -12,6 +12,7 @@ import { parseName, parseTag } from "../../oci/name.ts";
 import { parseReference, type Reference } from "../../oci/reference.ts";
 import type { ManifestRecord } from "../../meta/keys.ts";
 import { MAX_TAGS_PER_PUT, type MetadataStore } from "../../meta/metadata_store.ts";
+import { ByteCache } from "../../storage/byte_cache.ts";
 import { readLimited } from "../../storage/streams.ts";
 import type { Deps } from "../deps.ts";
 import { discardBody, manifestLocation, requireDeletes } from "../headers.ts";
@@ -35,22 +36,22 @@ async function manifestUnknown(
   });
 }
 
-/** Resolves a tag or digest to a manifest record: two KV reads at most. */
-async function resolve(
-  meta: MetadataStore,
-  name: string,
-  reference: Reference,
-): Promise<{ digest: Digest; record: ManifestRecord }> {
-  const shown = reference.kind === "tag" ? reference.tag : reference.digest;
-  const digest = reference.kind === "tag"
-    ? (await meta.getTag(name, reference.tag))?.digest
-    : reference.digest;
-  const record = digest ? await meta.getManifest(name, digest) : null;
-  if (!digest || !record) return await manifestUnknown(meta, name, shown);
-  return { digest, record };
+/** What a GET or HEAD needs of a manifest. */
+type Resolved = { digest: Digest; record: Pick<ManifestRecord, "mediaType" | "size"> };
+
+/** Resolves a tag or digest to a manifest: one KV read (the tag repeats media type and size). */
+async function resolve(meta: MetadataStore, name: string, reference: Reference): Promise<Resolved> {
+  if (reference.kind === "tag") {
+    const tag = await meta.getTag(name, reference.tag);
+    if (tag) return { digest: tag.digest, record: tag };
+    return await manifestUnknown(meta, name, reference.tag);
+  }
+  const record = await meta.getManifest(name, reference.digest);
+  if (!record) return await manifestUnknown(meta, name, reference.digest);
+  return { digest: reference.digest, record };
 }
 
-function manifestHeaders(digest: Digest, record: ManifestRecord): Record<string, string> {
+function manifestHeaders(digest: Digest, record: Resolved["record"]): Record<string, string> {
   return {
     "Content-Type": record.mediaType,
     "Content-Length": String(record.size),
@@ -78,6 +79,17 @@ function tagsOf(reference: Reference, url: URL): string[] {
 /** Manifest routes. */
 export function manifestRoutes({ meta, blobs, config }: Deps): Route[] {
   const path = "/v2/:name+/manifests/:reference";
+  // Manifest bytes by digest: immutable, so safe to keep (32 MiB, entries up to 1 MiB).
+  const cache = new ByteCache(32 * 1024 * 1024, 1024 * 1024);
+  const bytesOf = async (name: string, digest: Digest, size: number): Promise<Uint8Array> => {
+    const cached = cache.get(digest);
+    if (cached) return cached;
+    const blob = await blobs.open(digest);
+    if (!blob) throw new Error(`Manifest ${digest} of "${name}" has a record but no bytes`);
+    const bytes = await readLimited(blob.stream, Math.max(size, config.maxManifestBytes));
+    cache.set(digest, bytes);
+    return bytes;
+  };
   return [
     route("HEAD", path, async (_req, p) => {
       const { name, reference } = parseParams(p);
@@ -87,9 +99,10 @@ export function manifestRoutes({ meta, blobs, config }: Deps): Route[] {
     route("GET", path, async (_req, p) => {
       const { name, reference } = parseParams(p);
       const { digest, record } = await resolve(meta, name, reference);
-      const blob = await blobs.open(digest);
-      if (!blob) throw new Error(`Manifest ${digest} of "${name}" has a record but no bytes`);
-      return new Response(blob.stream, { headers: manifestHeaders(digest, record) });
+      const bytes = await bytesOf(name, digest, record.size);
+      return new Response(bytes as Uint8Array<ArrayBuffer>, {
+        headers: manifestHeaders(digest, record),
+      });
     }),
     route("PUT", path, async (req, p, url) => {
       const { name, reference } = parseParams(p);
@@ -143,6 +156,7 @@ export function manifestRoutes({ meta, blobs, config }: Deps): Route[] {
       if (parsed.artifactType !== undefined) record.artifactType = parsed.artifactType;
       if (parsed.subject !== undefined) record.subject = parsed.subject;
       await blobs.putBytes(digest, bytes);
+      cache.set(digest, bytes);
       await meta.putManifest({
         name,
         digest,
