@@ -6,6 +6,7 @@
  */
 import { createApp } from "./src/app.ts";
 import { ConfigError, helpText, parseCli } from "./src/config.ts";
+import { serveGuarded } from "./src/http/conn_guard.ts";
 import { createLogger } from "./src/log.ts";
 import { kvLocation, openStores } from "./src/open.ts";
 import { startSweeper } from "./src/sweeper.ts";
@@ -20,18 +21,18 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
     onError: (error) => log.error("sweep failed", { error }),
     onSweep: (report) => log.debug("sweep", { ...report }),
   });
-  const server = Deno.serve({
-    hostname: config.listen.hostname,
-    port: config.listen.port,
-    onListen({ hostname, port }) {
-      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-      console.log(
-        `Berth listening on http://${host}:${port}/ (data ${config.data}, kv ${
-          kvLocation(config)
-        })`,
-      );
-    },
-  }, app);
+  const onListen = ({ hostname, port }: Deno.NetAddr) => {
+    const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+    console.log(
+      `Berth listening on http://${host}:${port}/ (data ${config.data}, kv ${kvLocation(config)})`,
+    );
+  };
+  const { hostname, port } = config.listen;
+  const { idleTimeoutMs, maxConnections } = config;
+  // The connection guard bounds idle and total connections; 0 serves directly.
+  const server = idleTimeoutMs > 0
+    ? serveGuarded({ hostname, port, idleTimeoutMs, maxConnections, onListen }, app)
+    : Deno.serve({ hostname, port, onListen }, app);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;

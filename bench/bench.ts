@@ -11,7 +11,9 @@
  *   bytes, with the same client and concurrency.
  * - tags list: one page of 100 from a repository of 100 tags and of 10,000.
  *
- * Options: `--size-mib N` (default 512), `--requests N` (default 20000).
+ * Options: `--size-mib N` (default 512), `--requests N` (default 20000),
+ * `--berth-args "..."` (passed to `berth serve`, e.g. `"--idle-timeout 0"` to
+ * measure without the connection guard).
  *
  * @module
  */
@@ -21,7 +23,11 @@ import { spawnRegistry } from "../tests/_registry.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { "size-mib": { type: "string", default: "512" }, requests: { type: "string", default: "20000" } },
+  options: {
+    "size-mib": { type: "string", default: "512" },
+    requests: { type: "string", default: "20000" },
+    "berth-args": { type: "string", default: "" },
+  },
 });
 const SIZE = Number(values["size-mib"]) * 1024 * 1024;
 const REQUESTS = Number(values.requests);
@@ -32,15 +38,27 @@ const CHUNK = new Uint8Array(1024 * 1024).map((_, i) => (i * 2654435761) >>> 24)
  * Sends a request with a `size`-byte body over a raw socket. Deno's `fetch`
  * with a streamed body runs at a few MB/s, which would measure the client.
  */
-async function rawSend(url: string, method: string, size: number, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers }> {
+async function rawSend(
+  url: string,
+  method: string,
+  size: number,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: Headers }> {
   const target = new URL(url);
   const conn = await Deno.connect({ hostname: target.hostname, port: Number(target.port) });
   try {
-    const head = [`${method} ${target.pathname}${target.search} HTTP/1.1`, `Host: ${target.host}`, `Content-Length: ${size}`, "Connection: close"];
+    const head = [
+      `${method} ${target.pathname}${target.search} HTTP/1.1`,
+      `Host: ${target.host}`,
+      `Content-Length: ${size}`,
+      "Connection: close",
+    ];
     for (const [k, v] of Object.entries(headers)) head.push(`${k}: ${v}`);
     const encoder = new TextEncoder();
     const writeAll = async (bytes: Uint8Array) => {
-      for (let written = 0; written < bytes.length;) written += await conn.write(bytes.subarray(written));
+      for (let written = 0; written < bytes.length;) {
+        written += await conn.write(bytes.subarray(written));
+      }
     };
     await writeAll(encoder.encode(head.join("\r\n") + "\r\n\r\n"));
     for (let sent = 0; sent < size; sent += CHUNK.length) {
@@ -68,7 +86,9 @@ async function rawSend(url: string, method: string, size: number, headers: Recor
 
 function digestOf(size: number): string {
   const hash = createHash("sha256");
-  for (let done = 0; done < size; done += CHUNK.length) hash.update(CHUNK.subarray(0, Math.min(CHUNK.length, size - done)));
+  for (let done = 0; done < size; done += CHUNK.length) {
+    hash.update(CHUNK.subarray(0, Math.min(CHUNK.length, size - done)));
+  }
   return `sha256:${hash.digest("hex")}`;
 }
 
@@ -132,7 +152,10 @@ async function main() {
   const rows: string[][] = [];
   const row = (what: string, berth: string, limit: string, ratio: number) =>
     rows.push([what, berth, limit, `${(ratio * 100).toFixed(0)}%`]);
-  await using reg = await spawnRegistry(["--data", `${dir}/data`], { BERTH_LOG_LEVEL: "warn" });
+  const extra = values["berth-args"]!.split(" ").filter(Boolean);
+  await using reg = await spawnRegistry(["--data", `${dir}/data`, ...extra], {
+    BERTH_LOG_LEVEL: "warn",
+  });
   try {
     const hashRate = await rawHash(SIZE);
     const writeRate = await rawWrite(dir, SIZE);
@@ -140,10 +163,17 @@ async function main() {
     const ceiling = Math.min(hashRate, writeRate); // perfectly overlapped
     const digest = digestOf(SIZE);
 
-    const [upS, up] = await timed(() => rawSend(`${reg.url}/v2/bench/blobs/uploads/?digest=${digest}`, "POST", SIZE));
+    const [upS, up] = await timed(() =>
+      rawSend(`${reg.url}/v2/bench/blobs/uploads/?digest=${digest}`, "POST", SIZE)
+    );
     if (up.status !== 201) throw new Error(`upload: ${up.status}`);
     const upRate = mbps(SIZE, upS);
-    row(`monolithic upload ${SIZE >> 20} MiB`, `${upRate.toFixed(0)} MB/s`, `hash+write ${limit.toFixed(0)} MB/s (overlapped ${ceiling.toFixed(0)})`, upRate / limit);
+    row(
+      `monolithic upload ${SIZE >> 20} MiB`,
+      `${upRate.toFixed(0)} MB/s`,
+      `hash+write ${limit.toFixed(0)} MB/s (overlapped ${ceiling.toFixed(0)})`,
+      upRate / limit,
+    );
 
     const post = await fetch(`${reg.url}/v2/bench/blobs/uploads/`, { method: "POST" });
     await post.body?.cancel();
@@ -152,7 +182,9 @@ async function main() {
     const [chS] = await timed(async () => {
       for (let offset = 0; offset < SIZE; offset += chunk) {
         const n = Math.min(chunk, SIZE - offset);
-        const res = await rawSend(reg.url + location, "PATCH", n, { "Content-Range": `${offset}-${offset + n - 1}` });
+        const res = await rawSend(reg.url + location, "PATCH", n, {
+          "Content-Range": `${offset}-${offset + n - 1}`,
+        });
         if (res.status !== 202) throw new Error(`PATCH: ${res.status}`);
         location = res.headers.get("Location")!;
       }
@@ -160,16 +192,30 @@ async function main() {
       const hash = createHash("sha256");
       for (let offset = 0; offset < SIZE; offset += chunk) {
         const n = Math.min(chunk, SIZE - offset);
-        for (let done = 0; done < n; done += CHUNK.length) hash.update(CHUNK.subarray(0, Math.min(CHUNK.length, n - done)));
+        for (let done = 0; done < n; done += CHUNK.length) {
+          hash.update(CHUNK.subarray(0, Math.min(CHUNK.length, n - done)));
+        }
       }
-      const res = await fetch(`${reg.url}${location}?digest=sha256:${hash.digest("hex")}`, { method: "PUT" });
+      const res = await fetch(`${reg.url}${location}?digest=sha256:${hash.digest("hex")}`, {
+        method: "PUT",
+      });
       await res.body?.cancel();
       if (res.status !== 201) throw new Error(`chunked upload: ${res.status}`);
     });
     const chRate = mbps(SIZE, chS);
-    row(`chunked upload (8 MiB PATCHes) + assembly`, `${chRate.toFixed(0)} MB/s`, `hash+write ${limit.toFixed(0)} MB/s`, chRate / limit);
+    row(
+      `chunked upload (8 MiB PATCHes) + assembly`,
+      `${chRate.toFixed(0)} MB/s`,
+      `hash+write ${limit.toFixed(0)} MB/s`,
+      chRate / limit,
+    );
     const rss = peakRssMib(reg.pid);
-    rows.push([`server peak RSS after ${2 * (SIZE >> 20)} MiB uploaded`, `${rss.toFixed(0)} MiB`, "blob size", `${(rss / (SIZE / 1048576) * 100).toFixed(0)}%`]);
+    rows.push([
+      `server peak RSS after ${2 * (SIZE >> 20)} MiB uploaded`,
+      `${rss.toFixed(0)} MiB`,
+      "blob size",
+      `${(rss / (SIZE / 1048576) * 100).toFixed(0)}%`,
+    ]);
 
     const hex = digest.slice(7);
     const readRate = await rawRead(`${dir}/data/blobs/sha256/${hex.slice(0, 2)}/${hex}`);
@@ -179,12 +225,20 @@ async function main() {
       while (!(await reader.read()).done) { /* count nothing: measure the stream */ }
     });
     const downRate = mbps(SIZE, downS);
-    row(`blob download ${SIZE >> 20} MiB`, `${downRate.toFixed(0)} MB/s`, `raw file read ${readRate.toFixed(0)} MB/s`, downRate / readRate);
+    row(
+      `blob download ${SIZE >> 20} MiB`,
+      `${downRate.toFixed(0)} MB/s`,
+      `raw file read ${readRate.toFixed(0)} MB/s`,
+      downRate / readRate,
+    );
 
     // Manifest GET against a bare Deno.serve peer serving the same bytes.
     const config = new TextEncoder().encode("{}");
     const cfgDigest = `sha256:${createHash("sha256").update(config).digest("hex")}`;
-    await (await fetch(`${reg.url}/v2/bench/blobs/uploads/?digest=${cfgDigest}`, { method: "POST", body: config })).body?.cancel();
+    await (await fetch(`${reg.url}/v2/bench/blobs/uploads/?digest=${cfgDigest}`, {
+      method: "POST",
+      body: config,
+    })).body?.cancel();
     const manifest = JSON.stringify({
       schemaVersion: 2,
       mediaType: "application/vnd.oci.image.manifest.v1+json",
@@ -196,22 +250,43 @@ async function main() {
       headers: { "Content-Type": "application/vnd.oci.image.manifest.v1+json" },
       body: manifest,
     })).body?.cancel();
-    const peer = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () =>
-      new Response(manifest, { headers: { "Content-Type": "application/vnd.oci.image.manifest.v1+json" } }));
+    const peer = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      () =>
+        new Response(manifest, {
+          headers: { "Content-Type": "application/vnd.oci.image.manifest.v1+json" },
+        }),
+    );
     const peerUrl = `http://127.0.0.1:${peer.addr.port}/v2/bench/manifests/latest`;
     await load([peerUrl], 2000);
     const peerRate = await load([peerUrl], REQUESTS);
     await peer.shutdown();
     await load([`${reg.url}/v2/bench/manifests/latest`], 2000);
     const tagRate = await load([`${reg.url}/v2/bench/manifests/latest`], REQUESTS);
-    row("manifest GET by tag", `${tagRate.toFixed(0)} req/s`, `bare Deno.serve ${peerRate.toFixed(0)} req/s`, tagRate / peerRate);
-    const headRate = await load([`${reg.url}/v2/bench/blobs/${digest}`], REQUESTS, { method: "HEAD" });
-    row("blob HEAD", `${headRate.toFixed(0)} req/s`, `bare Deno.serve ${peerRate.toFixed(0)} req/s`, headRate / peerRate);
+    row(
+      "manifest GET by tag",
+      `${tagRate.toFixed(0)} req/s`,
+      `bare Deno.serve ${peerRate.toFixed(0)} req/s`,
+      tagRate / peerRate,
+    );
+    const headRate = await load([`${reg.url}/v2/bench/blobs/${digest}`], REQUESTS, {
+      method: "HEAD",
+    });
+    row(
+      "blob HEAD",
+      `${headRate.toFixed(0)} req/s`,
+      `bare Deno.serve ${peerRate.toFixed(0)} req/s`,
+      headRate / peerRate,
+    );
 
     // Tags list: a page of 100 costs the same in a repository of 100 tags and of 10,000.
     const putTags = async (name: string, count: number) => {
-      await (await fetch(`${reg.url}/v2/${name}/blobs/uploads/?mount=${cfgDigest}&from=bench`, { method: "POST" })).body?.cancel();
-      await (await fetch(`${reg.url}/v2/${name}/blobs/uploads/?mount=${digest}&from=bench`, { method: "POST" })).body?.cancel();
+      await (await fetch(`${reg.url}/v2/${name}/blobs/uploads/?mount=${cfgDigest}&from=bench`, {
+        method: "POST",
+      })).body?.cancel();
+      await (await fetch(`${reg.url}/v2/${name}/blobs/uploads/?mount=${digest}&from=bench`, {
+        method: "POST",
+      })).body?.cancel();
       let i = 0;
       await Promise.all(Array.from({ length: 16 }, async () => {
         while (i < count) {
@@ -229,12 +304,21 @@ async function main() {
     await putTags("large", 10_000);
     const small = await load([`${reg.url}/v2/small/tags/list?n=100`], 2000);
     const large = await load([`${reg.url}/v2/large/tags/list?n=100&last=t005000`], 2000);
-    row("tags list page of 100: repo of 10,000 tags", `${large.toFixed(0)} req/s`, `repo of 100 tags ${small.toFixed(0)} req/s`, large / small);
+    row(
+      "tags list page of 100: repo of 10,000 tags",
+      `${large.toFixed(0)} req/s`,
+      `repo of 100 tags ${small.toFixed(0)} req/s`,
+      large / small,
+    );
   } finally {
     await reg.stop();
     await Deno.remove(dir, { recursive: true });
   }
-  console.log(`\nBerth bench (Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} cores, ${new Date().toISOString()})\n`);
+  console.log(
+    `\nBerth bench (Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} cores, ${
+      new Date().toISOString()
+    })\n`,
+  );
   console.log("| measure | Berth | reference (same run) | ratio |");
   console.log("| --- | --- | --- | --- |");
   for (const r of rows) console.log(`| ${r.join(" | ")} |`);

@@ -20,6 +20,10 @@ export interface Config {
   maxUploadsPerRepo: number;
   maxUploads: number;
   tagsPageMax: number;
+  bodyTimeoutMs: number;
+  /** 0 serves directly with Deno.serve (no connection guard). */
+  idleTimeoutMs: number;
+  maxConnections: number;
   logLevel: LogLevel;
 }
 
@@ -204,6 +208,45 @@ export const OPTIONS: OptionSpec[] = [
     allowed: "a whole number from 1 to 10000",
     apply(config, value) {
       config.tagsPageMax = int("tags-page-max", value, 1, 10000);
+    },
+  },
+  {
+    flag: "body-timeout",
+    kind: "string",
+    default: "60s",
+    help:
+      "A request body that sends nothing for this long is dropped (408) and nothing of it is kept",
+    allowed: "a duration from 1s to 1d, such as 30s or 5m",
+    apply(config, value) {
+      const ms = parseDuration(value);
+      if (ms === null || ms < 1000 || ms > 86400e3) throw bad("body-timeout", value, this.allowed);
+      config.bodyTimeoutMs = ms;
+    },
+  },
+  {
+    flag: "idle-timeout",
+    kind: "string",
+    default: "120s",
+    help:
+      "Close a connection with no request in flight and no bytes for this long; 0 turns the connection guard off",
+    allowed: "0, or a duration from 1s to 1d, such as 30s or 5m",
+    apply(config, value) {
+      const ms = value.trim() === "0" ? 0 : parseDuration(value);
+      if (ms === null || (ms !== 0 && (ms < 1000 || ms > 86400e3))) {
+        throw bad("idle-timeout", value, this.allowed);
+      }
+      config.idleTimeoutMs = ms;
+    },
+  },
+  {
+    flag: "max-connections",
+    kind: "string",
+    default: "1000",
+    help:
+      "Open client connections allowed; more are answered 503 and closed (needs the guard: --idle-timeout not 0)",
+    allowed: "a whole number from 1 to 1000000",
+    apply(config, value) {
+      config.maxConnections = int("max-connections", value, 1, 1_000_000);
     },
   },
   {

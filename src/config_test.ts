@@ -49,6 +49,9 @@ const DEFAULTS: Config = {
   maxUploadsPerRepo: 100,
   maxUploads: 1000,
   tagsPageMax: 1000,
+  bodyTimeoutMs: 60_000,
+  idleTimeoutMs: 120_000,
+  maxConnections: 1000,
   logLevel: "info",
 };
 
@@ -84,6 +87,12 @@ Deno.test("parseCli() reads every option from flags", () => {
       "70",
       "--tags-page-max",
       "50",
+      "--body-timeout",
+      "30s",
+      "--idle-timeout",
+      "0",
+      "--max-connections",
+      "9",
       "--log-level",
       "debug",
     ],
@@ -101,6 +110,9 @@ Deno.test("parseCli() reads every option from flags", () => {
     maxUploadsPerRepo: 7,
     maxUploads: 70,
     tagsPageMax: 50,
+    bodyTimeoutMs: 30_000,
+    idleTimeoutMs: 0,
+    maxConnections: 9,
     logLevel: "debug",
   });
 });
@@ -117,6 +129,9 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     BERTH_MAX_UPLOADS_PER_REPO: "3",
     BERTH_MAX_UPLOADS: "4",
     BERTH_TAGS_PAGE_MAX: "5",
+    BERTH_BODY_TIMEOUT: "2m",
+    BERTH_IDLE_TIMEOUT: "5s",
+    BERTH_MAX_CONNECTIONS: "10",
     BERTH_LOG_LEVEL: "off",
   }, noFiles);
   assert.deepEqual(cli.config, {
@@ -130,6 +145,9 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     maxUploadsPerRepo: 3,
     maxUploads: 4,
     tagsPageMax: 5,
+    bodyTimeoutMs: 120_000,
+    idleTimeoutMs: 5_000,
+    maxConnections: 10,
     logLevel: "off",
   });
 });
@@ -146,6 +164,9 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     "max-uploads-per-repo": 9,
     "max-uploads": 99,
     "tags-page-max": 999,
+    "body-timeout": "90s",
+    "idle-timeout": "1d",
+    "max-connections": 5,
     "log-level": "warn",
   });
   const cli = parseCli(["--config", "/etc/berth.json"], {}, files({ "/etc/berth.json": file }));
@@ -160,6 +181,9 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     maxUploadsPerRepo: 9,
     maxUploads: 99,
     tagsPageMax: 999,
+    bodyTimeoutMs: 90_000,
+    idleTimeoutMs: 86_400_000,
+    maxConnections: 5,
     logLevel: "warn",
   });
 });
@@ -278,6 +302,18 @@ const BAD_VALUES: Record<string, { values: string[]; allowed: RegExp }> = {
   },
   "max-uploads": { values: ["0", "100001", "0x10"], allowed: /a whole number from 1 to 100000/ },
   "tags-page-max": { values: ["0", "10001", "NaN"], allowed: /a whole number from 1 to 10000/ },
+  "body-timeout": {
+    values: ["0", "0s", "999ms", "2d", "5", ""],
+    allowed: /a duration from 1s to 1d/,
+  },
+  "idle-timeout": {
+    values: ["500ms", "2d", "5", "-1s", ""],
+    allowed: /0, or a duration from 1s to 1d/,
+  },
+  "max-connections": {
+    values: ["0", "1000001", "many"],
+    allowed: /a whole number from 1 to 1000000/,
+  },
   "log-level": {
     values: ["verbose", "INFO", "trace", ""],
     allowed: /debug, info, warn, error or off/,
@@ -388,10 +424,13 @@ Deno.test("helpText() lists every option with its env variable and default", () 
   const flags = OPTIONS.map((o) => o.flag);
   // Every Config field has an option (guards against a field without a flag).
   assert.deepEqual(flags.sort(), [
+    "body-timeout",
     "data",
+    "idle-timeout",
     "kv",
     "listen",
     "log-level",
+    "max-connections",
     "max-manifest-bytes",
     "max-uploads",
     "max-uploads-per-repo",

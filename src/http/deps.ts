@@ -18,6 +18,7 @@ export type AppConfig = Pick<
   | "maxUploadsPerRepo"
   | "maxUploads"
   | "tagsPageMax"
+  | "bodyTimeoutMs"
 >;
 
 /** Dependencies of the app. */

@@ -5,6 +5,7 @@
  */
 import { OciError } from "../oci/errors.ts";
 import { TooLargeError } from "../storage/streams.ts";
+import { BodyTimeoutError } from "./body.ts";
 
 /** A JSON response. */
 export function json(
@@ -41,6 +42,11 @@ export function toOciError(error: unknown, log: (error: unknown) => void): OciEr
   if (error instanceof TooLargeError) {
     return new OciError("SIZE_INVALID", `Body larger than the limit of ${error.limit} bytes`, {
       status: 413,
+    });
+  }
+  if (error instanceof BodyTimeoutError) {
+    return new OciError("BLOB_UPLOAD_INVALID", `Request body stalled: ${error.message}`, {
+      status: 408,
     });
   }
   if (isNoSpace(error)) {

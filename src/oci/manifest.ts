@@ -123,7 +123,7 @@ export function parseDescriptor(value: unknown, where: string): Descriptor {
 function decodeJson(bytes: Uint8Array): Json {
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
   } catch {
     throw invalid("Manifest is not valid UTF-8");
   }

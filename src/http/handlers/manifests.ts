@@ -14,6 +14,7 @@ import type { ManifestRecord } from "../../meta/keys.ts";
 import { MAX_TAGS_PER_PUT, type MetadataStore } from "../../meta/metadata_store.ts";
 import { ByteCache } from "../../storage/byte_cache.ts";
 import { readLimited } from "../../storage/streams.ts";
+import { requestBody } from "../body.ts";
 import type { Deps } from "../deps.ts";
 import { discardBody, manifestLocation, requireDeletes } from "../headers.ts";
 import { type Params, type Route, route } from "../router.ts";
@@ -116,7 +117,10 @@ export function manifestRoutes({ meta, blobs, config }: Deps): Route[] {
           { status: 413 },
         );
       }
-      const bytes = await readLimited(req.body, config.maxManifestBytes);
+      const bytes = await readLimited(
+        requestBody(req, config.bodyTimeoutMs),
+        config.maxManifestBytes,
+      );
       const algorithm = reference.kind === "digest" ? digestAlgorithm(reference.digest) : "sha256";
       const digest = makeDigest(algorithm, createHash(algorithm).update(bytes).digest("hex"));
       if (reference.kind === "digest" && reference.digest !== digest) {

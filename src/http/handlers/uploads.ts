@@ -15,6 +15,7 @@ import { OciError } from "../../oci/errors.ts";
 import { parseName } from "../../oci/name.ts";
 import { parseContentRange } from "../../oci/range.ts";
 import type { UploadRecord } from "../../meta/keys.ts";
+import { requestBody } from "../body.ts";
 import type { Deps } from "../deps.ts";
 import { blobLocation, discardBody, singleParam, uploadHeaders } from "../headers.ts";
 import { type Params, type Route, route } from "../router.ts";
@@ -111,7 +112,7 @@ export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
     const part = await onSessionFiles(uploadId, () =>
       blobs.writePart(
         uploadId,
-        req.body,
+        requestBody(req, config.bodyTimeoutMs),
         alsoHash ? { ...options, alsoHash: digestAlgorithm(alsoHash) } : options,
       ));
     if ((expected !== undefined && part.size !== expected) || part.size === 0) {
@@ -187,7 +188,7 @@ export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
       const digestParam = singleParam(url, "digest", "DIGEST_INVALID");
       if (digestParam === undefined || mount !== undefined) return startSession(req, name, url);
       const digest = parseDigest(digestParam);
-      const result = await blobs.put(digest, req.body);
+      const result = await blobs.put(digest, requestBody(req, config.bodyTimeoutMs));
       if (!result.ok) {
         throw new OciError("DIGEST_INVALID", `Body hashes to ${result.actual}, not ${digest}`, {
           detail: { expected: digest, actual: result.actual },
