@@ -12,7 +12,7 @@
  * - tags list: one page of 100 from a repository of 100 tags and of 10,000.
  *
  * Options: `--size-mib N` (default 512), `--requests N` (default 20000),
- * `--berth-args "..."` (passed to `berth serve`, e.g. `"--idle-timeout 0"` to
+ * `--berth-args "..."` (passed to `berth serve`, e.g. `--berth-args="--idle-timeout 0"` to
  * measure without the connection guard).
  *
  * @module

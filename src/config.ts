@@ -363,7 +363,17 @@ export function parseCli(
       : fromFile !== undefined
       ? String(fromFile)
       : undefined;
-    if (value !== undefined) option.apply(config, value);
+    if (value === undefined) continue;
+    try {
+      option.apply(config, value);
+    } catch (error) {
+      // Say where a bad value came from when it was not a flag.
+      if (!(error instanceof ConfigError) || fromFlag !== undefined) throw error;
+      const source = fromEnv !== undefined
+        ? `environment ${envName(option.flag)}`
+        : `--config "${configPath}"`;
+      throw new ConfigError(`${error.message} (from ${source})`);
+    }
   }
   const command = parsed.positionals[0] ?? "serve";
   if (!["serve", "fsck"].includes(command) || parsed.positionals.length > 1) {

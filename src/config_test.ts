@@ -449,3 +449,21 @@ Deno.test("helpText() lists every option with its env variable and default", () 
   assert.ok(help.includes("--help"));
   assert.ok(help.includes("fsck"));
 });
+
+Deno.test("parseCli() says when a bad value came from the environment or the config file", () => {
+  try {
+    parseCli([], { BERTH_UPLOAD_TTL: "soon" }, noFiles);
+    assert.fail("expected a ConfigError");
+  } catch (error) {
+    assert.match(
+      (error as Error).message,
+      /"soon" for --upload-ttl.*\(from environment BERTH_UPLOAD_TTL\)/,
+    );
+  }
+  try {
+    parseCli(["--config", "/c.json"], {}, files({ "/c.json": '{"max-uploads": 0}' }));
+    assert.fail("expected a ConfigError");
+  } catch (error) {
+    assert.match((error as Error).message, /--max-uploads.*\(from --config "\/c\.json"\)/);
+  }
+});
