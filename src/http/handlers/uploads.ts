@@ -14,7 +14,7 @@ import { type Digest, digestAlgorithm, parseAlgorithm, parseDigest } from "../..
 import { OciError } from "../../oci/errors.ts";
 import { parseName } from "../../oci/name.ts";
 import { parseContentRange } from "../../oci/range.ts";
-import type { UploadRecord } from "../../meta/keys.ts";
+import type { UploadPart, UploadRecord } from "../../meta/keys.ts";
 import { requestBody } from "../body.ts";
 import type { Deps } from "../deps.ts";
 import { blobLocation, discardBody, singleParam, uploadHeaders } from "../headers.ts";
@@ -74,12 +74,16 @@ export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
     }
   }
 
-  /** Writes the body as the session's next chunk and acknowledges it. */
-  async function appendChunk(
+  /**
+   * Writes the body as the session's next chunk (checking `Content-Range`
+   * against the acknowledged offset) without acknowledging it. Null for an
+   * empty body.
+   */
+  async function writeChunk(
     req: Request,
     session: Session,
     alsoHash?: Digest,
-  ): Promise<Deno.KvEntry<UploadRecord>> {
+  ): Promise<UploadPart | null> {
     const { uploadId, entry } = session;
     const offset = entry.value.offset;
     const rangeHeader = req.headers.get("Content-Range");
@@ -103,7 +107,7 @@ export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
     if (req.body === null || declared === "0") {
       await discardBody(req);
       if (range) throw outOfOrder(session, offset, "Content-Range given for an empty body");
-      return entry;
+      return null;
     }
     const options = {
       algorithm: entry.value.algorithm,
@@ -117,30 +121,40 @@ export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
       ));
     if ((expected !== undefined && part.size !== expected) || part.size === 0) {
       await blobs.removePart(uploadId, part.file);
-      if (part.size === 0 && expected === undefined) return entry;
+      if (part.size === 0 && expected === undefined) return null;
       throw outOfOrder(
         session,
         offset,
         `Content-Range covers ${expected} bytes but the body had ${part.size}`,
       );
     }
+    return part;
+  }
+
+  /** Acknowledges a written chunk: one commit, checked against the session as it was read. */
+  async function acknowledge(
+    session: Session,
+    part: UploadPart,
+  ): Promise<Deno.KvEntry<UploadRecord>> {
+    const { uploadId, entry } = session;
     const next = await meta.commitPart(uploadId, entry, part);
     if (next) return next;
     await blobs.removePart(uploadId, part.file);
-    const now = await meta.getUpload(uploadId);
+    return await lostRace(session);
+  }
+
+  /** The answer to a request that another one beat to the session: 416, or 404 if it ended. */
+  async function lostRace(session: Session): Promise<never> {
+    const now = await meta.getUpload(session.uploadId);
     if (!now.value) {
       // Finished or cancelled meanwhile: writePart may have re-created its directory.
-      await blobs.removeUpload(uploadId);
+      await blobs.removeUpload(session.uploadId);
       throw new OciError(
         "BLOB_UPLOAD_UNKNOWN",
         "The upload was finished or cancelled by another request",
       );
     }
-    throw outOfOrder(
-      session,
-      now.value?.offset ?? offset,
-      "Another request changed this upload first",
-    );
+    throw outOfOrder(session, now.value.offset, "Another request changed this upload first");
   }
 
   async function startSession(req: Request, name: string, url: URL): Promise<Response> {
@@ -206,7 +220,8 @@ export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
     }),
     route("PATCH", session, async (req, p) => {
       const current = await loadSession(p);
-      const next = await appendChunk(req, current);
+      const part = await writeChunk(req, current);
+      const next = part ? await acknowledge(current, part) : current.entry;
       return new Response(null, {
         status: 202,
         headers: uploadHeaders(current.name, current.uploadId, next.value.offset),
@@ -223,37 +238,29 @@ export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
         );
       }
       const digest = parseDigest(digestParam);
-      const entry = await appendChunk(req, current, digest);
-      const parts = await meta.listParts(current.uploadId, entry.value.parts);
-      const result = await onSessionFiles(
-        current.uploadId,
-        () => blobs.finish(current.uploadId, parts, digest),
-      );
+      // A last chunk in the PUT is never acknowledged on its own: if the blob
+      // cannot be finished (disk full, bad digest) the session is as it was.
+      const part = await writeChunk(req, current, digest);
+      const { uploadId, entry } = current;
+      const parts = [...await meta.listParts(uploadId, entry.value.parts), ...(part ? [part] : [])];
+      const result = await onSessionFiles(uploadId, () => blobs.finish(uploadId, parts, digest))
+        .catch(async (error) => {
+          if (part) await blobs.removePart(uploadId, part.file).catch(() => {});
+          throw error;
+        });
       if (!result.ok) {
-        if (!(await meta.endUpload(current.uploadId, entry))) {
-          // Another request ended the session while this one read its (then empty) parts.
-          throw new OciError(
-            "BLOB_UPLOAD_UNKNOWN",
-            "The upload was finished or cancelled by another request",
-          );
-        }
-        await blobs.removeUpload(current.uploadId);
+        // As Distribution does, a mismatch ends the session: its bytes are not that blob.
+        if (!(await meta.endUpload(uploadId, entry))) return await lostRace(current);
+        await blobs.removeUpload(uploadId);
         throw new OciError("DIGEST_INVALID", `Upload hashes to ${result.actual}, not ${digest}`, {
           detail: { expected: digest, actual: result.actual },
         });
       }
-      if (!(await meta.endUpload(current.uploadId, entry, { digest, size: result.size }))) {
-        // A PATCH got in first: the session goes on, so answer as to a late chunk.
-        const now = await meta.getUpload(current.uploadId);
-        if (now.value) {
-          throw outOfOrder(current, now.value.offset, "Another request changed this upload first");
-        }
-        throw new OciError(
-          "BLOB_UPLOAD_UNKNOWN",
-          "The upload was finished or cancelled by another request",
-        );
+      if (!(await meta.endUpload(uploadId, entry, { digest, size: result.size }))) {
+        if (part) await blobs.removePart(uploadId, part.file);
+        return await lostRace(current);
       }
-      await blobs.removeUpload(current.uploadId);
+      await blobs.removeUpload(uploadId);
       return created(current.name, digest);
     }),
     route("DELETE", session, async (_req, p) => {
