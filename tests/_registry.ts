@@ -12,6 +12,7 @@ import { type Config, defaultConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
 import { MetadataStore } from "../src/meta/metadata_store.ts";
 import { FsBlobStore } from "../src/storage/fs_blob_store.ts";
+import { bytesOf } from "../src/storage/_blob_store_suite.ts";
 
 /** A running in-process registry. Dispose it with `await using`. */
 export interface TestRegistry extends AsyncDisposable {
@@ -64,17 +65,7 @@ export function sha512(bytes: Uint8Array | string): string {
 }
 
 /** Deterministic pseudo-random bytes (xorshift), so failures reproduce. */
-export function randomBytes(length: number, seed = 1): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+export const randomBytes = bytesOf;
 
 /** Reads and discards a response body, returning its text. */
 export async function text(res: Response): Promise<string> {
@@ -129,6 +120,24 @@ export function imageManifest(
     })),
     ...extra,
   });
+}
+
+/** PUTs the OCI image manifest `body` under each of `tags`, asserting 201. */
+export async function tagAll(
+  reg: TestRegistry,
+  name: string,
+  body: string,
+  tags: string[],
+): Promise<void> {
+  for (const tag of tags) {
+    const res = await reg.fetch(`/v2/${name}/manifests/${tag}`, {
+      method: "PUT",
+      headers: { "Content-Type": "application/vnd.oci.image.manifest.v1+json" },
+      body,
+    });
+    await res.body?.cancel();
+    assert.equal(res.status, 201, tag);
+  }
 }
 
 /** Pushes a small image (config + one layer) and its manifest under `reference`; returns digests. */

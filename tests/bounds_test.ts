@@ -53,10 +53,10 @@ import {
   spawnRegistry,
   type TestRegistry,
 } from "./_registry.ts";
+import { OCI_MANIFEST } from "../src/oci/media_type.ts";
 
 const MiB = 1024 * 1024;
 const OCTET = { "Content-Type": "application/octet-stream" };
-const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 
 // ---------------------------------------------------------------------------
 // An in-process Berth over a FaultyStore, in a data directory of our choosing

@@ -5,10 +5,15 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { assertError, pushImage, sha256, startRegistry, type TestRegistry } from "./_registry.ts";
-
-const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
+import {
+  assertError,
+  pushImage,
+  sha256,
+  startRegistry,
+  tagAll,
+  type TestRegistry,
+} from "./_registry.ts";
+import { OCI_INDEX, OCI_MANIFEST } from "../src/oci/media_type.ts";
 
 async function del(reg: TestRegistry, path: string): Promise<Response> {
   return await reg.fetch(path, { method: "DELETE" });
@@ -29,17 +34,6 @@ async function status(reg: TestRegistry, path: string, method = "GET"): Promise<
 }
 
 /** Tags an already pushed manifest body with each of `tags`. */
-async function tagAll(reg: TestRegistry, name: string, body: string, tags: string[]) {
-  for (const tag of tags) {
-    const res = await reg.fetch(`/v2/${name}/manifests/${tag}`, {
-      method: "PUT",
-      headers: { "Content-Type": OCI_MANIFEST },
-      body,
-    });
-    await res.body?.cancel();
-    assert.equal(res.status, 201, tag);
-  }
-}
 
 async function tagList(reg: TestRegistry, name: string): Promise<string[]> {
   const res = await reg.fetch(`/v2/${name}/tags/list`);

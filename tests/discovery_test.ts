@@ -5,22 +5,16 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { assertError, pushBlob, pushImage, startRegistry, type TestRegistry } from "./_registry.ts";
-
-const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+import {
+  assertError,
+  pushBlob,
+  pushImage,
+  startRegistry,
+  tagAll,
+  type TestRegistry,
+} from "./_registry.ts";
 
 /** Tags `body` (an already pushed manifest) with each of `tags`. */
-async function tagAll(reg: TestRegistry, name: string, body: string, tags: string[]) {
-  for (const tag of tags) {
-    const res = await reg.fetch(`/v2/${name}/manifests/${tag}`, {
-      method: "PUT",
-      headers: { "Content-Type": OCI_MANIFEST },
-      body,
-    });
-    await res.body?.cancel();
-    assert.equal(res.status, 201, tag);
-  }
-}
 
 /** A repository `name` holding `tags` (all on one manifest). */
 async function repoWithTags(reg: TestRegistry, name: string, tags: string[]) {

@@ -6,8 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { imageManifest, pushImage, sha256, startRegistry, type TestRegistry } from "./_registry.ts";
-
-const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+import { OCI_MANIFEST } from "../src/oci/media_type.ts";
 
 /** The spec's fourteen codes. */
 const SPEC_CODES = new Set([

@@ -22,6 +22,13 @@ import { createHash } from "node:crypto";
 import { ERROR_STATUS } from "../src/oci/errors.ts";
 import { concat, encoder, ObservedRegistry, rawExchange } from "./_observed.ts";
 import { pushBlob, pushImage } from "./_registry.ts";
+import {
+  DOCKER_MANIFEST,
+  DOCKER_MANIFEST_LIST as DOCKER_LIST,
+  OCI_EMPTY,
+  OCI_INDEX,
+  OCI_MANIFEST,
+} from "../src/oci/media_type.ts";
 
 const SEED = envInt("BERTH_FUZZ_SEED", 20261122);
 const CASES = envInt("BERTH_FUZZ_CASES", 2000);
@@ -96,12 +103,6 @@ class Rng {
 // ---------------------------------------------------------------------------
 // Vocabulary
 // ---------------------------------------------------------------------------
-
-const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
-const DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_EMPTY = "application/vnd.oci.empty.v1+json";
 
 const MEDIA_TYPES = [
   OCI_MANIFEST,

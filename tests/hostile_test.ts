@@ -32,6 +32,7 @@ import {
   snapshot,
 } from "./_observed.ts";
 import { pushImage, sha256 } from "./_registry.ts";
+import { OCI_INDEX, OCI_MANIFEST } from "../src/oci/media_type.ts";
 
 // ---------------------------------------------------------------------------
 // The table
@@ -74,8 +75,6 @@ interface Fixture {
 }
 
 const REPO = "/v2/fixture/app";
-const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
 const SESSION_BYTES = 10;
 const HEX = "0123456789abcdef".repeat(4);
 const ctManifest: Header = ["Content-Type", OCI_MANIFEST];

@@ -14,10 +14,8 @@ import {
   startRegistry,
   type TestRegistry,
 } from "./_registry.ts";
+import { OCI_EMPTY, OCI_INDEX, OCI_MANIFEST } from "../src/oci/media_type.ts";
 
-const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
-const OCI_EMPTY = "application/vnd.oci.empty.v1+json";
 const SBOM = "application/vnd.example.sbom.v1+json";
 const SIG = "application/vnd.example.signature.v1";
 

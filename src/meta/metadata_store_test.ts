@@ -25,9 +25,7 @@ import {
   type UploadRecord,
 } from "./keys.ts";
 import { MAX_TAGS_PER_PUT, MetadataStore, referrerEntry } from "./metadata_store.ts";
-
-const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
+import { OCI_INDEX, OCI_MANIFEST } from "../oci/media_type.ts";
 
 function digestOf(text: string): Digest {
   return makeDigest("sha256", createHash("sha256").update(text).digest("hex"));
