@@ -61,6 +61,7 @@ export function createApp(deps: Deps): App {
             error: e,
           }),
       );
+      if (oci.status === 507) deps.log.warn("disk full", { id, path: url?.pathname.slice(0, 300) });
       response = errorResponse(oci, req.method);
     }
     response.headers.set("X-Request-Id", id);

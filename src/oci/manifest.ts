@@ -169,7 +169,7 @@ function parseImage(body: Json, mediaType: string): ParsedManifest {
   const layers = body.layers.map((layer, i) => parseDescriptor(layer, `layers[${i}]`));
   const blobs = [config, ...layers].filter((d) => !d.urls?.length).map((d) => d.digest);
   const parsed: ParsedManifest = { mediaType, blobs, manifests: [] };
-  const artifactType = body.artifactType ?? config.mediaType;
+  const artifactType = body.artifactType !== undefined ? body.artifactType : config.mediaType;
   if (artifactType !== undefined) {
     parsed.artifactType = parseMediaTypeField(artifactType, "artifactType");
   }

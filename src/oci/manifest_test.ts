@@ -568,3 +568,25 @@ Deno.test("parseManifest() accepts an unknown artifactType", () => {
   );
   assert.equal(parsed.artifactType, "application/vnd.never.heard.of+json");
 });
+
+Deno.test("parseManifest() refuses a null artifactType on an image, as on an index", () => {
+  for (
+    const [body, type] of [[image({ artifactType: null }), OCI_MANIFEST], [
+      index({ artifactType: null }),
+      OCI_INDEX,
+    ]] as const
+  ) {
+    assert.throws(
+      () => parseManifest(encode(body), type),
+      (e: unknown) => e instanceof OciError && e.code === "MANIFEST_INVALID",
+    );
+  }
+});
+
+Deno.test("parseManifest() refuses a body that starts with a byte-order mark", () => {
+  const bytes = new Uint8Array([0xef, 0xbb, 0xbf, ...encode(image())]);
+  assert.throws(
+    () => parseManifest(bytes, OCI_MANIFEST),
+    (e: unknown) => e instanceof OciError && e.code === "MANIFEST_INVALID",
+  );
+});

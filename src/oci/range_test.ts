@@ -161,3 +161,8 @@ Deno.test("parseRange() ignores a reversed range (RFC 9110: invalid, serve it al
   // Reversed and beyond the size: still invalid rather than unsatisfiable.
   assert.equal(parseRange("bytes=500-400", 100), null);
 });
+
+Deno.test("parseRange() takes the unit case-insensitively (RFC 9110 §14.1)", () => {
+  assert.deepEqual(parseRange("Bytes=2-5", 10), { start: 2, end: 5 });
+  assert.deepEqual(parseRange("BYTES=-3", 10), { start: 7, end: 9 });
+});

@@ -204,6 +204,10 @@ export class FsBlobStore implements BlobStore, UploadStore {
       await this.#moveIntoPlace(this.#partPath(uploadId, only.file), digest, "link");
       return { ok: true, size: only.size };
     }
+    if (parts.length === 1 && only && digestAlgorithm(only.digest) === digestAlgorithm(digest)) {
+      // Already hashed with this algorithm, and not to `digest`: no need to read it again.
+      return { ok: false, actual: only.digest, size: only.size };
+    }
     if (parts.length === 0) {
       const empty = makeDigest(
         digestAlgorithm(digest),
