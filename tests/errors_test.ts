@@ -110,7 +110,7 @@ function cases(image: { digest: string; config: string; layer: string }): Case[]
       code: "DIGEST_INVALID",
     },
     { label: "invalid name", path: "/v2/UPPER/manifests/v1", status: 400, code: "NAME_INVALID" },
-    { label: "invalid tag", path: "/v2/repo/manifests/-x", status: 400, code: "TAG_INVALID" },
+    { label: "invalid tag", path: "/v2/repo/manifests/-x", status: 404, code: "MANIFEST_UNKNOWN" },
     {
       label: "invalid n",
       path: "/v2/repo/tags/list?n=-1",
@@ -224,7 +224,7 @@ Deno.test("A10: HEAD errors carry the status and no body", async (t) => {
     ["/v2/nothere/manifests/v1", 404],
     ["/v2/repo/manifests/sha256:totallywrong", 400],
     ["/v2/UPPER/manifests/v1", 400],
-    ["/v2/repo/manifests/-x", 400],
+    ["/v2/repo/manifests/-x", 404],
     [`/v2/repo/blobs/${missing}`, 404],
     [`/v2/nothere/blobs/${missing}`, 404],
     ["/v2/repo/blobs/sha256:short", 400],

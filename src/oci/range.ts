@@ -43,7 +43,8 @@ const RANGE_REGEXP = /^bytes=([0-9]{0,16})-([0-9]{0,16})$/i; // the unit is case
  * Parses a `Range` request header against a blob of `size` bytes.
  * Returns `null` to serve the whole blob: no header, another unit, several
  * ranges or a malformed header (RFC 9110 lets a server ignore those).
- * Throws 416 `RANGE_INVALID` with `Content-Range: bytes *\/size` when unsatisfiable.
+ * Throws 416 `RANGE_INVALID` with `Content-Range: bytes *\/size` when unsatisfiable
+ * or reversed (`bytes=500-0`, which the conformance suite expects to be 416).
  */
 export function parseRange(header: string | null, size: number): ByteRange | null {
   if (header === null) return null;
@@ -60,7 +61,7 @@ export function parseRange(header: string | null, size: number): ByteRange | nul
   }
   const start = Number(match[1]);
   const end = match[2] === "" ? size - 1 : Math.min(Number(match[2]), size - 1);
-  if (match[2] !== "" && Number(match[2]) < start) return null;
+  if (match[2] !== "" && Number(match[2]) < start) throw unsatisfiable();
   if (start >= size) throw unsatisfiable();
   return { start, end };
 }

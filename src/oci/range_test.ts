@@ -156,10 +156,16 @@ Deno.test("parseRange() ignores several ranges, other units and malformed header
   }
 });
 
-Deno.test("parseRange() ignores a reversed range (RFC 9110: invalid, serve it all)", () => {
-  assert.equal(parseRange("bytes=9-0", 100), null);
-  // Reversed and beyond the size: still invalid rather than unsatisfiable.
-  assert.equal(parseRange("bytes=500-400", 100), null);
+Deno.test("parseRange() answers 416 for a reversed range (the conformance suite's bytes=500-0)", () => {
+  for (const header of ["bytes=9-0", "bytes=500-0", "bytes=500-400"]) {
+    assert.throws(
+      () => parseRange(header, 1000),
+      (e: unknown) =>
+        e instanceof OciError && e.status === 416 &&
+        e.options.headers?.["Content-Range"] === "bytes */1000",
+      header,
+    );
+  }
 });
 
 Deno.test("parseRange() takes the unit case-insensitively (RFC 9110 §14.1)", () => {

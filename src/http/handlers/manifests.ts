@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { type Digest, digestAlgorithm, makeDigest } from "../../oci/digest.ts";
 import { OciError } from "../../oci/errors.ts";
 import { parseManifest } from "../../oci/manifest.ts";
-import { parseName, parseTag } from "../../oci/name.ts";
+import { isTag, parseName, parseTag } from "../../oci/name.ts";
 import { parseReference, type Reference } from "../../oci/reference.ts";
 import type { ManifestRecord } from "../../meta/keys.ts";
 import { MAX_TAGS_PER_PUT, type MetadataStore } from "../../meta/metadata_store.ts";
@@ -65,6 +65,20 @@ function parseParams(p: Params): { name: string; reference: Reference } {
   return { name: parseName(p.name!), reference: parseReference(p.reference!) };
 }
 
+/**
+ * GET and HEAD: a reference that is neither a digest nor a valid tag names no
+ * manifest, so it is a 404 (as Distribution answers, and the conformance
+ * suite's `.INVALID_MANIFEST_NAME` expects); a PUT of one stays 400.
+ */
+async function resolveForPull(meta: MetadataStore, p: Params): Promise<Resolved> {
+  const name = parseName(p.name!);
+  const raw = p.reference!;
+  if (!raw.includes(":") && !isTag(raw)) {
+    return await manifestUnknown(meta, name, raw.slice(0, 200));
+  }
+  return await resolve(meta, name, parseReference(raw));
+}
+
 /** Tags a PUT sets: the path's tag and every `?tag=` (end-7b). */
 function tagsOf(reference: Reference, url: URL): string[] {
   const tags = new Set(url.searchParams.getAll("tag").map(parseTag));
@@ -93,14 +107,12 @@ export function manifestRoutes({ meta, blobs, config }: Deps): Route[] {
   };
   return [
     route("HEAD", path, async (_req, p) => {
-      const { name, reference } = parseParams(p);
-      const { digest, record } = await resolve(meta, name, reference);
+      const { digest, record } = await resolveForPull(meta, p);
       return new Response(null, { headers: manifestHeaders(digest, record) });
     }),
     route("GET", path, async (_req, p) => {
-      const { name, reference } = parseParams(p);
-      const { digest, record } = await resolve(meta, name, reference);
-      const bytes = await bytesOf(name, digest, record.size);
+      const { digest, record } = await resolveForPull(meta, p);
+      const bytes = await bytesOf(p.name!, digest, record.size);
       return new Response(bytes as Uint8Array<ArrayBuffer>, {
         headers: manifestHeaders(digest, record),
       });
