@@ -147,6 +147,50 @@ async function load(urls: string[], requests: number, init?: RequestInit): Promi
   return requests / s;
 }
 
+/**
+ * Downloads `url` and discards the body, with curl when it is installed: Deno's
+ * `fetch` reads large bodies slowly enough to measure itself rather than the server.
+ */
+async function download(url: string): Promise<void> {
+  try {
+    const out = await new Deno.Command("curl", { args: ["-sSf", "-o", "/dev/null", url] }).output();
+    if (!out.success) throw new Error(`curl ${url}: ${new TextDecoder().decode(out.stderr)}`);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    const res = await fetch(url);
+    const reader = res.body!.getReader();
+    while (!(await reader.read()).done) { /* drain */ }
+  }
+}
+
+/** Starts bench/_peer.ts as a subprocess and returns its base URL and a stop function. */
+async function startPeer(
+  dir: string,
+  manifest: string,
+): Promise<{ url: string } & AsyncDisposable> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./_peer.ts", import.meta.url).pathname, dir, manifest],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  reader.releaseLock();
+  return {
+    url: `http://127.0.0.1:${out.trim()}`,
+    async [Symbol.asyncDispose]() {
+      child.kill("SIGTERM");
+      await child.status;
+      await child.stdout.cancel().catch(() => {});
+    },
+  };
+}
+
 async function main() {
   const dir = await Deno.makeTempDir({ prefix: "berth-bench-" });
   const rows: string[][] = [];
@@ -162,6 +206,15 @@ async function main() {
     const limit = 1 / (1 / hashRate + 1 / writeRate); // hashing then writing, one after the other
     const ceiling = Math.min(hashRate, writeRate); // perfectly overlapped
     const digest = digestOf(SIZE);
+    const config = new TextEncoder().encode("{}");
+    const cfgDigest = `sha256:${createHash("sha256").update(config).digest("hex")}`;
+    const manifest = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: cfgDigest, size: 2 },
+      layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", digest, size: SIZE }],
+    });
+    await using peer = await startPeer(dir, manifest);
 
     const [upS, up] = await timed(() =>
       rawSend(`${reg.url}/v2/bench/blobs/uploads/?digest=${digest}`, "POST", SIZE)
@@ -173,6 +226,17 @@ async function main() {
       `${upRate.toFixed(0)} MB/s`,
       `hash+write ${limit.toFixed(0)} MB/s (overlapped ${ceiling.toFixed(0)})`,
       upRate / limit,
+    );
+    const [peerUpS, peerUp] = await timed(() =>
+      rawSend(`${peer.url}/upload?digest=${digest}`, "POST", SIZE)
+    );
+    if (peerUp.status !== 201) throw new Error(`peer upload: ${peerUp.status}`);
+    const peerUpRate = mbps(SIZE, peerUpS);
+    row(
+      `monolithic upload ${SIZE >> 20} MiB, against the obvious server`,
+      `${upRate.toFixed(0)} MB/s`,
+      `peer (hash+write each chunk) ${peerUpRate.toFixed(0)} MB/s`,
+      upRate / peerUpRate,
     );
 
     const post = await fetch(`${reg.url}/v2/bench/blobs/uploads/`, { method: "POST" });
@@ -219,11 +283,7 @@ async function main() {
 
     const hex = digest.slice(7);
     const readRate = await rawRead(`${dir}/data/blobs/sha256/${hex.slice(0, 2)}/${hex}`);
-    const [downS] = await timed(async () => {
-      const res = await fetch(`${reg.url}/v2/bench/blobs/${digest}`);
-      const reader = res.body!.getReader();
-      while (!(await reader.read()).done) { /* count nothing: measure the stream */ }
-    });
+    const [downS] = await timed(() => download(`${reg.url}/v2/bench/blobs/${digest}`));
     const downRate = mbps(SIZE, downS);
     row(
       `blob download ${SIZE >> 20} MiB`,
@@ -231,42 +291,37 @@ async function main() {
       `raw file read ${readRate.toFixed(0)} MB/s`,
       downRate / readRate,
     );
+    const blobPath = `${dir}/data/blobs/sha256/${hex.slice(0, 2)}/${hex}`;
+    const [peerDownS] = await timed(() =>
+      download(`${peer.url}/download?path=${encodeURIComponent(blobPath)}`)
+    );
+    const peerDownRate = mbps(SIZE, peerDownS);
+    row(
+      `blob download ${SIZE >> 20} MiB, against the obvious server`,
+      `${downRate.toFixed(0)} MB/s`,
+      `peer (new Response(file.readable)) ${peerDownRate.toFixed(0)} MB/s`,
+      downRate / peerDownRate,
+    );
 
-    // Manifest GET against a bare Deno.serve peer serving the same bytes.
-    const config = new TextEncoder().encode("{}");
-    const cfgDigest = `sha256:${createHash("sha256").update(config).digest("hex")}`;
+    // Manifest GET against the peer serving the same bytes.
     await (await fetch(`${reg.url}/v2/bench/blobs/uploads/?digest=${cfgDigest}`, {
       method: "POST",
       body: config,
     })).body?.cancel();
-    const manifest = JSON.stringify({
-      schemaVersion: 2,
-      mediaType: "application/vnd.oci.image.manifest.v1+json",
-      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: cfgDigest, size: 2 },
-      layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", digest, size: SIZE }],
-    });
     await (await fetch(`${reg.url}/v2/bench/manifests/latest`, {
       method: "PUT",
       headers: { "Content-Type": "application/vnd.oci.image.manifest.v1+json" },
       body: manifest,
     })).body?.cancel();
-    const peer = Deno.serve(
-      { hostname: "127.0.0.1", port: 0, onListen() {} },
-      () =>
-        new Response(manifest, {
-          headers: { "Content-Type": "application/vnd.oci.image.manifest.v1+json" },
-        }),
-    );
-    const peerUrl = `http://127.0.0.1:${peer.addr.port}/v2/bench/manifests/latest`;
+    const peerUrl = `${peer.url}/manifest`;
     await load([peerUrl], 2000);
     const peerRate = await load([peerUrl], REQUESTS);
-    await peer.shutdown();
     await load([`${reg.url}/v2/bench/manifests/latest`], 2000);
     const tagRate = await load([`${reg.url}/v2/bench/manifests/latest`], REQUESTS);
     row(
       "manifest GET by tag",
       `${tagRate.toFixed(0)} req/s`,
-      `bare Deno.serve ${peerRate.toFixed(0)} req/s`,
+      `peer (fixed bytes) ${peerRate.toFixed(0)} req/s`,
       tagRate / peerRate,
     );
     const headRate = await load([`${reg.url}/v2/bench/blobs/${digest}`], REQUESTS, {
@@ -275,7 +330,7 @@ async function main() {
     row(
       "blob HEAD",
       `${headRate.toFixed(0)} req/s`,
-      `bare Deno.serve ${peerRate.toFixed(0)} req/s`,
+      `peer (fixed bytes) ${peerRate.toFixed(0)} req/s`,
       headRate / peerRate,
     );
 
