@@ -158,7 +158,7 @@ export class FsBlobStore implements BlobStore, UploadStore {
     options: { algorithm: Algorithm; alsoHash?: Algorithm; limit?: number },
   ): Promise<WrittenPart> {
     const dir = this.#uploadDir(uploadId);
-    await Deno.mkdir(dir, { recursive: true });
+    await this.#makeDurableDir(dir);
     const name = `p-${randomName()}`;
     const path = join(dir, name);
     const hash = createHash(options.algorithm);
@@ -183,6 +183,8 @@ export class FsBlobStore implements BlobStore, UploadStore {
       throw error;
     }
     file.close();
+    // The part's name must survive a crash once the chunk is acknowledged.
+    await syncDir(dir);
     const part: WrittenPart = {
       file: name,
       size,
@@ -190,6 +192,16 @@ export class FsBlobStore implements BlobStore, UploadStore {
     };
     if (other) part.expected = makeDigest(options.alsoHash!, other.digest("hex"));
     return part;
+  }
+
+  /** Creates `dir` (a child of an existing directory) and makes its entry durable. */
+  async #makeDurableDir(dir: string): Promise<void> {
+    try {
+      await Deno.mkdir(dir);
+      await syncDir(join(dir, ".."));
+    } catch (error) {
+      if (!(error instanceof Deno.errors.AlreadyExists)) throw error;
+    }
   }
 
   async removePart(uploadId: string, file: string): Promise<void> {
