@@ -1068,3 +1068,25 @@ Deno.test("end-3: repeated GETs by tag and digest serve identical bytes (manifes
     }
   }
 });
+
+Deno.test("A6: a manifest with 2,000 layers names exactly the missing ones (MANIFEST_BLOB_UNKNOWN)", async () => {
+  await using reg = await startRegistry();
+  const config = await pushBlob(reg, "many/layers", "{}");
+  const present = await pushBlob(reg, "many/layers", "layer");
+  const absent = Array.from({ length: 1000 }, (_, i) => sha256(`absent ${i}`));
+  const layers = [...Array.from({ length: 1000 }, () => present), ...absent];
+  const body = imageManifest(
+    { digest: config, size: 2 },
+    layers.map((digest) => ({ digest, size: 5 })),
+  );
+  const res = await reg.fetch("/v2/many/layers/manifests/v1", {
+    method: "PUT",
+    headers: { "Content-Type": OCI_MANIFEST },
+    body,
+  });
+  const error = await res.json() as { errors: { code: string; detail: { missing: string[] } }[] };
+  assert.equal(res.status, 400);
+  assert.equal(error.errors[0]!.code, "MANIFEST_BLOB_UNKNOWN");
+  assert.match(JSON.stringify(error.errors[0]), /1000 unknown/);
+  assert.deepEqual(error.errors[0]!.detail.missing, absent.slice(0, 50));
+});

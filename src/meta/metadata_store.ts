@@ -278,13 +278,19 @@ export class MetadataStore {
 
   async #missing(digests: Digest[], key: (d: Digest) => Deno.KvKey): Promise<Digest[]> {
     const unique = [...new Set(digests)];
-    const missing: Digest[] = [];
-    for (let i = 0; i < unique.length; i += 10) {
-      const batch = unique.slice(i, i + 10);
-      const entries = await this.kv.getMany<unknown[]>(batch.map(key));
-      entries.forEach((e, j) => e.versionstamp === null && missing.push(batch[j]!));
-    }
-    return missing;
+    const batches: Digest[][] = [];
+    for (let i = 0; i < unique.length; i += 10) batches.push(unique.slice(i, i + 10));
+    // getMany reads 10 keys at most; keep 8 of them in flight for manifests with many layers.
+    const missing = new Set<Digest>();
+    let next = 0;
+    await Promise.all(Array.from({ length: Math.min(8, batches.length) }, async () => {
+      while (next < batches.length) {
+        const batch = batches[next++]!;
+        const entries = await this.kv.getMany<unknown[]>(batch.map(key));
+        entries.forEach((e, j) => e.versionstamp === null && missing.add(batch[j]!));
+      }
+    }));
+    return unique.filter((d) => missing.has(d)); // in the manifest's order
   }
 
   /** Makes a durable, verified blob visible in `name`. Idempotent. */
