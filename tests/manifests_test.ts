@@ -1090,3 +1090,49 @@ Deno.test("A6: a manifest with 2,000 layers names exactly the missing ones (MANI
   assert.match(JSON.stringify(error.errors[0]), /1000 unknown/);
   assert.deepEqual(error.errors[0]!.detail.missing, absent.slice(0, 50));
 });
+
+Deno.test("A4: the same bytes pushed under two media types keep the first, by tag and by digest alike", async () => {
+  await using reg = await startRegistry();
+  const config = await pushBlob(reg, "twice/app", "{}");
+  const body = JSON.stringify({
+    schemaVersion: 2,
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: config, size: 2 },
+    layers: [],
+  });
+  for (const [ref, type] of [["a", OCI_MANIFEST], [sha256(body), DOCKER_MANIFEST]] as const) {
+    const res = await reg.fetch(`/v2/twice/app/manifests/${ref}`, {
+      method: "PUT",
+      headers: { "Content-Type": type },
+      body,
+    });
+    await res.body?.cancel();
+    assert.equal(res.status, 201);
+  }
+  for (const ref of ["a", sha256(body)]) {
+    const res = await reg.fetch(`/v2/twice/app/manifests/${ref}`, { method: "HEAD" });
+    assert.equal(res.headers.get("Content-Type"), OCI_MANIFEST, ref);
+  }
+});
+
+Deno.test("end-9: a manifest with 1,001 tags is deleted whole", async () => {
+  await using reg = await startRegistry();
+  const image = await pushImage(reg, "many/tags", "t0000");
+  const tags = Array.from({ length: 1000 }, (_, i) => `t${String(i + 1).padStart(4, "0")}`);
+  for (let i = 0; i < tags.length; i += 10) {
+    const query = tags.slice(i, i + 10).map((t) => `tag=${t}`).join("&");
+    const res = await reg.fetch(`/v2/many/tags/manifests/${image.digest}?${query}`, {
+      method: "PUT",
+      headers: { "Content-Type": OCI_MANIFEST },
+      body: image.body,
+    });
+    await res.body?.cancel();
+    assert.equal(res.status, 201);
+  }
+  const del = await reg.fetch(`/v2/many/tags/manifests/${image.digest}`, { method: "DELETE" });
+  await del.body?.cancel();
+  assert.equal(del.status, 202);
+  const list = await reg.fetch("/v2/many/tags/tags/list");
+  assert.deepEqual((await list.json()).tags, []);
+  const get = await reg.fetch(`/v2/many/tags/manifests/${image.digest}`);
+  await assertError(get, 404, "MANIFEST_UNKNOWN");
+});

@@ -7,6 +7,7 @@
  * | `["manifests", name, digest]` | {@linkcode ManifestRecord} | end-3, end-7, end-9; bytes are blob `digest` |
  * | `["tags", name, tag]` | `{ digest, mediaType, size, updatedAt }` | end-3 by tag, end-8 (prefix scan) |
  * | `["tags_by_digest", name, digest, tag]` | `true` | end-9: deleting a digest removes its tags |
+ * | `["manifest_epochs", name, digest]` | `Deno.KvU64` | bumped when a tag leaves the manifest; end-9 checks it |
  * | `["blob_links", name, digest]` | `{ size, linkedAt }` | end-2, end-10, end-11: a blob is visible in a repo only through a link |
  * | `["blob_repos", digest, name]` | `true` | end-11 mount without `from`; GC later |
  * | `["referrers", name, subject, artifactType, digest]` | descriptor | end-12 (prefix scan; filter is a longer prefix) |
@@ -89,6 +90,8 @@ export const tagsByDigestKey = (name: string, digest: Digest, tag: string) =>
   ["tags_by_digest", name, digest, tag] as const;
 export const tagsByDigestPrefix = (name: string, digest: Digest) =>
   ["tags_by_digest", name, digest] as const;
+export const manifestEpochKey = (name: string, digest: Digest) =>
+  ["manifest_epochs", name, digest] as const;
 export const blobLinkKey = (name: string, digest: Digest) => ["blob_links", name, digest] as const;
 export const blobReposKey = (digest: Digest, name: string) => ["blob_repos", digest, name] as const;
 export const blobReposPrefix = (digest: Digest) => ["blob_repos", digest] as const;
@@ -111,6 +114,7 @@ export const FAMILIES = [
   "manifests",
   "tags",
   "tags_by_digest",
+  "manifest_epochs",
   "blob_links",
   "blob_repos",
   "referrers",

@@ -13,6 +13,7 @@ import {
   blobLinkKey,
   blobReposKey,
   blobReposPrefix,
+  manifestEpochKey,
   manifestKey,
   type ManifestRecord,
   type ReferrerDescriptor,
@@ -39,6 +40,8 @@ export const MAX_CHECKS = 10;
 /** Tags one manifest PUT may set (path tag plus `?tag=`), bounded by {@linkcode MAX_CHECKS}. */
 export const MAX_TAGS_PER_PUT = MAX_CHECKS;
 const MAX_MUTATIONS = 900;
+/** Tags one delete commit removes (two mutations each, under Deno KV's 1000). */
+const MAX_TAGS_PER_COMMIT = 450;
 const ONE = 1n;
 const MINUS_ONE = 0xffffffffffffffffn; // sums wrap modulo 2^64
 const MAX_ATTEMPTS = 100;
@@ -109,36 +112,46 @@ export class MetadataStore {
    * referrer entry and the repository, in one commit.
    */
   putManifest(write: ManifestWrite): Promise<true> {
-    const { name, digest, record, tags, annotations } = write;
+    const { name, digest, tags, annotations } = write;
     if (tags.length > MAX_TAGS_PER_PUT) {
       throw new RangeError(`At most ${MAX_TAGS_PER_PUT} tags per PUT`);
     }
     return attempt("putManifest", async () => {
-      // getMany takes at most 10 keys: the repository is read apart from the (up to 10) tags.
-      const [repo, current] = await Promise.all([
-        this.kv.get(repoKey(name)),
+      // getMany takes at most 10 keys: the repository and record are read apart from the tags.
+      const [[repo, existing], current] = await Promise.all([
+        this.kv.getMany<[unknown, ManifestRecord]>([repoKey(name), manifestKey(name, digest)]),
         tags.length ? this.kv.getMany<unknown[]>(tags.map((tag) => tagKey(name, tag))) : [],
       ]);
+      // The same bytes pushed again keep the media type they were first stored with
+      // (only a body without `mediaType` can be claimed as two types), so that every
+      // tag of a digest repeats the same type.
+      const record: ManifestRecord = existing.value
+        ? {
+          ...write.record,
+          mediaType: existing.value.mediaType,
+          createdAt: existing.value.createdAt,
+        }
+        : write.record;
       const now = Date.now();
       const ok = await this.kv.commit((op) => {
-        if (repo!.versionstamp === null) op.set(repoKey(name), { createdAt: now });
+        if (repo.versionstamp === null) op.set(repoKey(name), { createdAt: now });
+        // Always rewritten, even unchanged: a concurrent deleteManifest checks it.
         op.set(manifestKey(name, digest), record);
         tags.forEach((tag, i) => {
           const entry = current[i] as Deno.KvEntryMaybe<TagRecord>;
           op.check(entry);
           if (entry.value && entry.value.digest !== digest) {
-            op.delete(tagsByDigestKey(name, entry.value.digest, tag));
+            // The tag leaves another manifest: tell a concurrent delete of that one.
+            op.delete(tagsByDigestKey(name, entry.value.digest, tag))
+              .sum(manifestEpochKey(name, entry.value.digest), 1n);
           }
-          op.set(
-            tagKey(name, tag),
-            {
-              digest,
-              mediaType: record.mediaType,
-              size: record.size,
-              updatedAt: now,
-            } satisfies TagRecord,
-          );
-          op.set(tagsByDigestKey(name, digest, tag), true);
+          const tagRecord: TagRecord = {
+            digest,
+            mediaType: record.mediaType,
+            size: record.size,
+            updatedAt: now,
+          };
+          op.set(tagKey(name, tag), tagRecord).set(tagsByDigestKey(name, digest, tag), true);
         });
         if (record.subject) {
           op.set(
@@ -166,42 +179,57 @@ export class MetadataStore {
   }
 
   /**
-   * Removes a manifest, every tag that points at it and its referrer entry.
-   * Tags go first in commits of a few (each checked, so a tag moved meanwhile
-   * stays); the record and referrer entry go last, checked, in one commit.
+   * Removes a manifest, every tag that points at it, their reverse entries
+   * and its referrer entry, in one commit checked against the record (which
+   * every PUT of the digest rewrites) and the manifest's epoch (which every
+   * tag moving away bumps), so no tag is missed and no moved tag is removed.
+   * A manifest with more tags than one commit can hold first loses them in
+   * batches, each checked the same way.
    */
-  deleteManifest(name: string, digest: Digest): Promise<boolean> {
-    return attempt("deleteManifest", async () => {
-      const entry = await this.kv.get<ManifestRecord>(manifestKey(name, digest));
+  async deleteManifest(name: string, digest: Digest): Promise<boolean> {
+    for (let conflicts = 0; conflicts < MAX_ATTEMPTS;) {
+      const [entry, epoch] = await this.kv.getMany<[ManifestRecord, Deno.KvU64]>([
+        manifestKey(name, digest),
+        manifestEpochKey(name, digest),
+      ]);
       if (!entry.value) return false;
+      const record = entry.value;
       const tagged = await this.kv.list<true>(
         { prefix: tagsByDigestPrefix(name, digest) },
-        MAX_CHECKS - 1,
+        MAX_TAGS_PER_COMMIT + 1,
       );
-      const tags = tagged.map((e) => e.key.at(-1) as string);
-      const tagEntries = tags.length
-        ? await this.kv.getMany<TagRecord[]>(tags.map((tag) => tagKey(name, tag)))
-        : [];
-      const record = entry.value;
+      const tags = tagged.slice(0, MAX_TAGS_PER_COMMIT).map((e) => e.key.at(-1) as string);
+      const last = tagged.length <= MAX_TAGS_PER_COMMIT;
+      // Read the tags too: a reverse entry left stale by damage must not take a tag that
+      // points elsewhere with it.
+      const pointing = new Set<string>();
+      for (let i = 0; i < tags.length; i += 10) {
+        const batch = tags.slice(i, i + 10);
+        const values = await this.kv.getMany<TagRecord[]>(batch.map((tag) => tagKey(name, tag)));
+        values.forEach((v, j) => v.value?.digest === digest && pointing.add(batch[j]!));
+      }
       const ok = await this.kv.commit((op) => {
-        op.check(entry);
-        tags.forEach((tag, i) => {
-          const tagEntry = tagEntries[i]!;
-          op.check(tagEntry).delete(tagsByDigestKey(name, digest, tag));
-          if (tagEntry.value?.digest === digest) op.delete(tagKey(name, tag));
-        });
-        if (tags.length < MAX_CHECKS - 1) {
-          op.delete(manifestKey(name, digest));
-          if (record.subject) {
-            op.delete(referrerKey(name, record.subject, record.artifactType ?? "", digest));
-          }
+        op.check(entry).check(epoch);
+        for (const tag of tags) {
+          op.delete(tagsByDigestKey(name, digest, tag));
+          if (pointing.has(tag)) op.delete(tagKey(name, tag));
+        }
+        if (!last) return op; // a batch: go round again
+        op.delete(manifestKey(name, digest)).delete(manifestEpochKey(name, digest));
+        if (record.subject) {
+          op.delete(referrerKey(name, record.subject, record.artifactType ?? "", digest));
         }
         return op;
       });
-      if (!ok) return undefined;
-      // More tags than one commit can check: go round again for the rest.
-      return tags.length < MAX_CHECKS - 1 ? true : undefined;
-    });
+      if (ok && last) return true;
+      if (!ok) {
+        conflicts++;
+        await new Promise((resolve) =>
+          setTimeout(resolve, Math.random() * Math.min(conflicts, 20))
+        );
+      }
+    }
+    throw new Error(`deleteManifest: gave up after ${MAX_ATTEMPTS} conflicting commits`);
   }
 
   /** One page of a repository's tags, in byte order, strictly after `last`. */

@@ -720,3 +720,66 @@ Deno.test("keys are the ones the key table documents", async () => {
     assert.equal(await exists(meta, key), true, JSON.stringify(key));
   }
 });
+
+Deno.test("deleteManifest() removes 1,001 tags, the record last", async () => {
+  using meta = await openStore();
+  const a = digestOf("a");
+  const tags = Array.from({ length: 1001 }, (_, i) => `t${String(i).padStart(4, "0")}`);
+  for (let i = 0; i < tags.length; i += MAX_TAGS_PER_PUT) {
+    await meta.putManifest({
+      name: "app",
+      digest: a,
+      record: record(),
+      tags: tags.slice(i, i + MAX_TAGS_PER_PUT),
+    });
+  }
+  assert.equal(await meta.deleteManifest("app", a), true);
+  assert.equal(await meta.getManifest("app", a), null);
+  assert.equal(await count(meta, ["tags", "app"]), 0);
+  assert.equal(await count(meta, tagsByDigestPrefix("app", a)), 0);
+  assert.equal(await count(meta, ["manifest_epochs"]), 0);
+});
+
+Deno.test("deleteManifest() racing tag moves never removes a tag that moved away, nor leaves one behind", async () => {
+  for (let round = 0; round < 20; round++) {
+    using meta = await openStore();
+    const a = digestOf("a");
+    const b = digestOf("b");
+    const tags = Array.from({ length: 12 }, (_, i) => `t${i}`);
+    await meta.putManifest({ name: "app", digest: a, record: record(), tags: tags.slice(0, 10) });
+    await meta.putManifest({ name: "app", digest: a, record: record(), tags: tags.slice(10) });
+    await meta.putManifest({ name: "app", digest: b, record: record(), tags: [] });
+    const moved = tags.filter((_, i) => i % 3 === round % 3);
+    await Promise.all([
+      meta.deleteManifest("app", a),
+      ...moved.map((tag) =>
+        meta.putManifest({ name: "app", digest: b, record: record(), tags: [tag] })
+      ),
+    ]);
+    assert.equal(await meta.getManifest("app", a), null);
+    for (const tag of tags) {
+      const value = await meta.getTag("app", tag);
+      // A tag either moved to b (and stays) or was deleted with a: never left on a.
+      if (value) assert.equal(value.digest, b, tag);
+      if (value) assert.ok(moved.includes(tag), tag);
+    }
+    assert.equal(await count(meta, tagsByDigestPrefix("app", a)), 0);
+    assert.equal(await count(meta, ["manifest_epochs"]), 0);
+  }
+});
+
+Deno.test("putManifest() keeps the media type a digest was first stored with, in the record and its tags", async () => {
+  using meta = await openStore();
+  const a = digestOf("same bytes");
+  await meta.putManifest({ name: "app", digest: a, record: record(), tags: ["first"] });
+  const docker = "application/vnd.docker.distribution.manifest.v2+json";
+  await meta.putManifest({
+    name: "app",
+    digest: a,
+    record: record({ mediaType: docker }),
+    tags: ["second"],
+  });
+  assert.equal((await meta.getManifest("app", a))?.mediaType, OCI_MANIFEST);
+  assert.equal((await meta.getTag("app", "first"))?.mediaType, OCI_MANIFEST);
+  assert.equal((await meta.getTag("app", "second"))?.mediaType, OCI_MANIFEST);
+});
