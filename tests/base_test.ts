@@ -32,7 +32,9 @@ Deno.test("healthz and readyz answer 200", async () => {
 
 Deno.test("A11: an unknown path answers a JSON 404, a wrong method a JSON 405 with Allow", async () => {
   await using reg = await startRegistry();
-  await assertError(await reg.fetch("/v2/foo/nothing-here"), 404, "NAME_UNKNOWN");
+  await assertError(await reg.fetch("/v2/foo/nothing-here"), 404, "UNSUPPORTED");
+  await assertError(await reg.fetch("/v2/_oci/ext/discover"), 404, "EXTENSION_UNKNOWN");
+  await assertError(await reg.fetch("/v2/foo/_oci/x"), 404, "EXTENSION_UNKNOWN");
   const res = await reg.fetch("/v2/foo/tags/list", { method: "POST" });
   assert.equal(res.headers.get("Allow"), "GET");
   await assertError(res, 405, "UNSUPPORTED");

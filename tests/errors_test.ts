@@ -25,9 +25,10 @@ const SPEC_CODES = new Set([
   "UNSUPPORTED",
   "TOOMANYREQUESTS",
 ]);
-/** Distribution's extras, which clients know. */
+/** Distribution's extras, which clients know, and the extensions spec's EXTENSION_UNKNOWN. */
 const EXTRA_CODES = new Set([
   "UNKNOWN",
+  "EXTENSION_UNKNOWN",
   "UNAVAILABLE",
   "RANGE_INVALID",
   "TAG_INVALID",
@@ -161,7 +162,13 @@ function cases(image: { digest: string; config: string; layer: string }): Case[]
       code: "UNSUPPORTED",
       options: { deleteEnabled: false },
     },
-    { label: "unknown endpoint", path: "/v2/repo/nothing/here", status: 404, code: "NAME_UNKNOWN" },
+    { label: "unknown endpoint", path: "/v2/repo/nothing/here", status: 404, code: "UNSUPPORTED" },
+    {
+      label: "unknown extension",
+      path: "/v2/_oci/ext/discover",
+      status: 404,
+      code: "EXTENSION_UNKNOWN",
+    },
   ];
 }
 

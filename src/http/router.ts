@@ -58,6 +58,8 @@ export function matchRoute(routes: Route[], method: string, pathname: string): M
   return allow.length ? { kind: "method", allow: [...new Set(allow)] } : { kind: "none" };
 }
 
+const EXTENSION_PATH_REGEXP = /^\/v2\/(?:[^/]+\/)*_[a-z]/;
+
 /** Dispatches a request, throwing an {@linkcode OciError} for unknown paths and methods. */
 export function dispatch(routes: Route[], req: Request, url: URL): Response | Promise<Response> {
   const match = matchRoute(routes, req.method, url.pathname);
@@ -67,7 +69,13 @@ export function dispatch(routes: Route[], req: Request, url: URL): Response | Pr
       headers: { Allow: match.allow.join(", ") },
     });
   }
-  throw new OciError("NAME_UNKNOWN", `No such endpoint ${url.pathname}`, {
+  // `_`-prefixed segments are the extensions namespace (distribution-spec extensions/README.md).
+  if (EXTENSION_PATH_REGEXP.test(url.pathname)) {
+    throw new OciError("EXTENSION_UNKNOWN", `Unknown extension ${url.pathname.slice(0, 300)}`, {
+      detail: { path: url.pathname.slice(0, 300) },
+    });
+  }
+  throw new OciError("UNSUPPORTED", `No such endpoint ${url.pathname.slice(0, 300)}`, {
     status: 404,
     detail: { path: url.pathname.slice(0, 300) },
   });

@@ -26,6 +26,8 @@ export const ERROR_STATUS = {
   DENIED: 403,
   UNSUPPORTED: 405,
   TOOMANYREQUESTS: 429,
+  // The extensions spec's code for an unknown `/v2/_<ext>/…` path.
+  EXTENSION_UNKNOWN: 404,
   // Distribution extras.
   TAG_INVALID: 400,
   PAGINATION_NUMBER_INVALID: 400,
