@@ -7,14 +7,30 @@
 import { createApp } from "./src/app.ts";
 import { ConfigError, helpText, parseCli } from "./src/config.ts";
 import { serveGuarded } from "./src/http/conn_guard.ts";
+import { Drain } from "./src/http/drain.ts";
 import { createLogger } from "./src/log.ts";
 import { kvLocation, openStores } from "./src/open.ts";
 import { startSweeper } from "./src/sweeper.ts";
 
+/** A start-up failure the user can fix (a path, a port): reported in one line. */
+class StartupError extends Error {}
+
+async function startup<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (error) {
+    throw new StartupError(`${what}: ${(error as Error).message}`);
+  }
+}
+
 async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<void> {
   const log = createLogger(config.logLevel);
-  const stores = await openStores(config);
-  const app = createApp({ meta: stores.meta, blobs: stores.blobs, config, log });
+  const stores = await startup(
+    `Cannot open the data directory "${config.data}" or KV "${kvLocation(config)}"`,
+    () => openStores(config),
+  );
+  const drain = new Drain();
+  const app = drain.wrap(createApp({ meta: stores.meta, blobs: stores.blobs, config, log }));
   const stopSweeper = startSweeper(stores.meta, stores.blobs, {
     ttlMs: config.uploadTtlMs,
     intervalMs: Math.min(Math.max(config.uploadTtlMs / 10, 1000), 60_000),
@@ -30,14 +46,28 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
   const { hostname, port } = config.listen;
   const { idleTimeoutMs, maxConnections } = config;
   // The connection guard bounds idle and total connections; 0 serves directly.
-  const server = idleTimeoutMs > 0
-    ? serveGuarded({ hostname, port, idleTimeoutMs, maxConnections, onListen }, app)
-    : Deno.serve({ hostname, port, onListen }, app);
+  const server = await startup(`Cannot listen on ${hostname}:${port}`, () =>
+    Promise.resolve(
+      idleTimeoutMs > 0
+        ? serveGuarded({ hostname, port, idleTimeoutMs, maxConnections, onListen }, app)
+        : Deno.serve({ hostname, port, onListen }, app),
+    ).catch((error) => {
+      stores.close();
+      throw error;
+    }));
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info("shutting down", { signal });
+    log.info("shutting down", { signal, inFlight: drain.inFlight });
+    // Stop taking connections, let every request in flight finish (uploads too),
+    // then let responses finish streaming: Deno's shutdown alone drops bodies in flight.
+    if ("stopAccepting" in server) await server.stopAccepting();
+    if (!(await drain.drain(config.shutdownTimeoutMs))) {
+      log.warn("shutdown timeout: requests still in flight are cut off", {
+        inFlight: drain.inFlight,
+      });
+    }
     await server.shutdown();
     await stopSweeper();
     stores.close();
@@ -66,7 +96,13 @@ async function main(): Promise<number> {
     const { fsck } = await import("./src/fsck.ts");
     return await fsck(cli.config, { repair: cli.repair });
   }
-  await serve(cli.config);
+  try {
+    await serve(cli.config);
+  } catch (error) {
+    if (!(error instanceof StartupError)) throw error;
+    console.error(`berth: ${error.message}`);
+    return 2;
+  }
   return 0;
 }
 

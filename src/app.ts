@@ -20,6 +20,17 @@ export type { Deps } from "./http/deps.ts";
 /** Longest request URL accepted (longer: 414). */
 export const MAX_URL_LENGTH = 8192;
 
+const HOST_REGEXP = /^(?:[A-Za-z0-9._~-]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
+
+/** The request's URL; a Host header that does not make one (port 99999) is a 400. */
+function parseUrl(req: Request): URL {
+  try {
+    return new URL(req.url);
+  } catch {
+    throw new OciError("UNSUPPORTED", "Invalid Host header", { status: 400 });
+  }
+}
+
 /** A registry request handler. */
 export type App = (req: Request, info?: Deno.ServeHandlerInfo) => Promise<Response>;
 
@@ -47,7 +58,13 @@ export function createApp(deps: Deps): App {
           status: 414,
         });
       }
-      url = new URL(req.url);
+      // Deno builds req.url from the Host header: a Host that is not a host would
+      // change the path or fail to parse.
+      const host = req.headers.get("host");
+      if (host !== null && !HOST_REGEXP.test(host)) {
+        throw new OciError("UNSUPPORTED", "Invalid Host header", { status: 400 });
+      }
+      url = parseUrl(req);
       response = await dispatch(routes, req, url);
     } catch (error) {
       if (req.body && !req.bodyUsed) await req.body.cancel().catch(() => {});

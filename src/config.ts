@@ -24,6 +24,7 @@ export interface Config {
   /** 0 serves directly with Deno.serve (no connection guard). */
   idleTimeoutMs: number;
   maxConnections: number;
+  shutdownTimeoutMs: number;
   logLevel: LogLevel;
 }
 
@@ -129,6 +130,11 @@ export const OPTIONS: OptionSpec[] = [
       "Where metadata lives: a file path, an http(s) KV Connect URL, or :memory: (default <data>/meta.kv)",
     allowed: "a path, an http(s) URL or :memory:",
     apply(config, value) {
+      const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(value)?.[1]?.toLowerCase();
+      // "" (the default) means <data>/meta.kv.
+      if (scheme !== undefined && scheme !== "http" && scheme !== "https") {
+        throw bad("kv", value, this.allowed);
+      }
       config.kv = value;
     },
   },
@@ -232,7 +238,7 @@ export const OPTIONS: OptionSpec[] = [
     allowed: "0, or a duration from 1s to 1d, such as 30s or 5m",
     apply(config, value) {
       const ms = value.trim() === "0" ? 0 : parseDuration(value);
-      if (ms === null || (ms !== 0 && (ms < 1000 || ms > 86400e3))) {
+      if (ms === null || (value.trim() !== "0" && (ms < 1000 || ms > 86400e3))) {
         throw bad("idle-timeout", value, this.allowed);
       }
       config.idleTimeoutMs = ms;
@@ -247,6 +253,21 @@ export const OPTIONS: OptionSpec[] = [
     allowed: "a whole number from 1 to 1000000",
     apply(config, value) {
       config.maxConnections = int("max-connections", value, 1, 1_000_000);
+    },
+  },
+  {
+    flag: "shutdown-timeout",
+    kind: "string",
+    default: "30s",
+    help:
+      "On SIGINT/SIGTERM, how long requests in flight may take to finish before they are cut off",
+    allowed: "a duration from 1s to 1h, such as 30s or 5m",
+    apply(config, value) {
+      const ms = parseDuration(value);
+      if (ms === null || ms < 1000 || ms > 3600e3) {
+        throw bad("shutdown-timeout", value, this.allowed);
+      }
+      config.shutdownTimeoutMs = ms;
     },
   },
   {
@@ -283,7 +304,8 @@ export function helpText(): string {
     "",
     "Usage:",
     "  berth serve [options]     run the registry",
-    "  berth fsck [--data DIR] [--kv KV] [--repair]   check (and repair) a data directory",
+    "  berth fsck [--data DIR] [--kv KV] [--repair]",
+    "                            check a stopped registry's data; --repair removes what cannot be served",
     "",
     "Options (each also as an environment variable, or a key of the JSON file given by --config):",
   ];
@@ -356,6 +378,14 @@ export function parseCli(
     const fromFlag = values[option.flag];
     const fromEnv = env[envName(option.flag)];
     const fromFile = file[option.flag];
+    if (fromFile !== undefined && !["string", "number", "boolean"].includes(typeof fromFile)) {
+      throw new ConfigError(
+        `Invalid value ${
+          JSON.stringify(fromFile)
+        } for "${option.flag}" in --config "${configPath}": ` +
+          `expected ${option.allowed}`,
+      );
+    }
     const value = fromFlag !== undefined
       ? String(fromFlag)
       : fromEnv !== undefined

@@ -17,6 +17,9 @@
  *    session's parts exist in KV and on disk, hash as recorded and add up to
  *    its offset; no parts without a session; counters equal the sessions;
  * 7. `repos`: every repository that has content has its entry;
+ * 7b. images that cannot be pulled whole (a referenced blob or child manifest
+ *    is not in the repository): warnings, since a client may have deleted the
+ *    blob on purpose; not repaired;
  * 8. leftovers: files in `uploads/` and `tmp/` that nothing refers to (crash
  *    debris, harmless and invisible; `--repair` removes them). They are
  *    listed but are not problems.
@@ -164,6 +167,7 @@ class Check {
   problems = 0;
   repaired = 0;
   leftovers = 0;
+  warnings = 0;
   leftoverBytes = 0;
   readonly counts = {
     blobs: 0,
@@ -194,6 +198,8 @@ class Check {
   readonly badTags = new Map<string, string | null>();
   /** Good links: id(name, digest). */
   readonly links = new Set<string>();
+  /** What good manifests reference: id(name, digest) → blobs and child manifests. */
+  readonly references = new Map<string, { blobs: Digest[]; manifests: Digest[] }>();
   /** Bad links (their blob_repos entry goes with them). */
   readonly badLinks = new Set<string>();
   /** Repositories that have content. */
@@ -419,6 +425,7 @@ class Check {
       this.names.add(name);
       this.manifests.set(self, needed);
       this.manifestShapes.set(self, { mediaType: expected.mediaType, size: expected.size });
+      this.references.set(self, { blobs: parsed.blobs, manifests: parsed.manifests });
     }
   }
 
@@ -432,6 +439,35 @@ class Check {
       await this.problem(
         `manifest_epochs ${String(name)} ${String(digest)}: no such manifest`,
         () => this.commit((op) => op.check(entry).delete(entry.key), "removed the epoch"),
+      );
+    }
+  }
+
+  // ---- 4b. what manifests reference ------------------------------------------
+
+  /**
+   * Images that cannot be pulled whole: a blob or child manifest they
+   * reference is not in their repository. A client can cause that (a blob
+   * DELETE is allowed while manifests use the blob), and so can a repair that
+   * removed corrupt bytes; only the owner can choose between pushing the
+   * content again and deleting the image, so these are warnings, never
+   * repaired and not problems.
+   */
+  checkReferences(): void {
+    for (const [self, refs] of this.references) {
+      if (!this.manifests.has(self)) continue;
+      const [name, digest] = JSON.parse(self) as [string, Digest];
+      const missing = [
+        ...refs.blobs.filter((d) => !this.links.has(id(name, d))),
+        ...refs.manifests.filter((d) => !this.manifests.has(id(name, d))),
+      ];
+      if (missing.length === 0) continue;
+      this.warnings++;
+      this.out(
+        `warning: image ${name}@${digest} cannot be pulled whole: ${missing.length} blob(s) or ` +
+          `manifest(s) it references are not in the repository (${missing.slice(0, 3).join(", ")}${
+            missing.length > 3 ? ", …" : ""
+          }); push them again or delete the image`,
       );
     }
   }
@@ -912,6 +948,7 @@ export async function fsck(
     await check.checkEpochs();
     await check.checkTags();
     await check.checkBlobLinks();
+    check.checkReferences();
     await check.checkReferrers();
     await check.checkUploads();
     await check.checkCounters();
@@ -931,7 +968,7 @@ export async function fsck(
         `${c.blobLinks} blob links, ${c.referrers} referrers, ${c.uploads} uploads, ` +
         `${c.repos} repositories checked; ${check.problems} problem${
           check.problems === 1 ? "" : "s"
-        }${repaired}${leftovers}`,
+        }${repaired}${leftovers}${check.warnings ? `; ${check.warnings} warning(s)` : ""}`,
     );
     return check.problems === 0 ? 0 : 1;
   } finally {

@@ -5,6 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import type { Digest } from "../src/oci/digest.ts";
 import {
   assertError,
   imageManifest,
@@ -1135,4 +1136,21 @@ Deno.test("end-9: a manifest with 1,001 tags is deleted whole", async () => {
   assert.deepEqual((await list.json()).tags, []);
   const get = await reg.fetch(`/v2/many/tags/manifests/${image.digest}`);
   await assertError(get, 404, "MANIFEST_UNKNOWN");
+});
+
+Deno.test("A8: a subject-bearing manifest whose annotations exceed 48 KiB in UTF-8 gets 400 and stores nothing", async () => {
+  await using reg = await startRegistry();
+  const config = await pushBlob(reg, "big/notes", "{}");
+  const body = imageManifest({ digest: config, size: 2 }, [], {
+    subject: { mediaType: OCI_MANIFEST, digest: sha256("subject"), size: 1 },
+    annotations: { note: "€".repeat(20_000) }, // 20,000 characters, 60,000 bytes
+  });
+  const res = await reg.fetch("/v2/big/notes/manifests/v1", {
+    method: "PUT",
+    headers: { "Content-Type": OCI_MANIFEST },
+    body,
+  });
+  await assertError(res, 400, "MANIFEST_INVALID");
+  assert.equal(await reg.blobs.stat(sha256(body) as Digest), null);
+  await assertError(await reg.fetch("/v2/big/notes/manifests/v1"), 404, "MANIFEST_UNKNOWN");
 });

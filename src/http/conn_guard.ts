@@ -17,8 +17,13 @@
 /** A running guarded server, shaped like `Deno.HttpServer` where it matters. */
 export interface GuardedServer {
   addr: Deno.NetAddr;
-  /** Stops accepting, lets requests in flight finish, closes every connection. */
-  shutdown(): Promise<void>;
+  /** Stops accepting new connections (open ones keep being served). */
+  stopAccepting(): Promise<void>;
+  /**
+   * Stops accepting, lets responses in flight reach their clients (up to
+   * `graceMs`), then closes every connection.
+   */
+  shutdown(graceMs?: number): Promise<void>;
   finished: Promise<void>;
   /** Connections open now (for tests and metrics). */
   readonly connections: number;
@@ -41,10 +46,11 @@ interface Connection {
   closed: boolean;
 }
 
+const REFUSAL_BODY =
+  '{"errors":[{"code":"UNAVAILABLE","message":"Too many open connections; retry shortly"}]}';
 const REFUSAL = new TextEncoder().encode(
   "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n" +
-    "Connection: close\r\nContent-Length: 92\r\n\r\n" +
-    '{"errors":[{"code":"TOOMANYREQUESTS","message":"Too many open connections; retry shortly"}]}',
+    `Connection: close\r\nContent-Length: ${REFUSAL_BODY.length}\r\n\r\n${REFUSAL_BODY}`,
 );
 
 function close(conn: Connection): void {
@@ -117,7 +123,11 @@ export function serveGuarded(
       conn.back = await Deno.connect({ hostname: "127.0.0.1", port: inner.addr.port });
       const port = conn.back.localAddr.port;
       byPort.set(port, conn);
-      await Promise.all([relay(front, conn.back, conn), relay(conn.back, front, conn)]);
+      const up = relay(front, conn.back, conn);
+      // Once the server side is done, so is the connection (its last bytes are relayed).
+      await relay(conn.back, front, conn);
+      close(conn);
+      await up;
       byPort.delete(port);
     } catch {
       /* the relay closes on error */
@@ -150,11 +160,23 @@ export function serveGuarded(
     get connections() {
       return open.size;
     },
-    async shutdown() {
-      listener.close();
+    async stopAccepting() {
+      try {
+        listener.close();
+      } catch { /* already closed */ }
       await accepting;
-      // Requests in flight finish; Deno then closes its side, which ends each relay.
+    },
+    async shutdown(graceMs = 30_000) {
+      await this.stopAccepting();
+      // Deno waits for response bodies, then closes its side, which ends each relay
+      // once the last bytes have reached the client.
       await inner.shutdown();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.all(relays),
+        new Promise((resolve) => (timer = setTimeout(resolve, graceMs))),
+      ]);
+      clearTimeout(timer);
       for (const conn of open) close(conn);
       await Promise.all(relays);
       clearInterval(sweeper);

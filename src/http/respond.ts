@@ -14,7 +14,9 @@ export function json(
 ): Response {
   const headers = new Headers(init.headers);
   headers.set("Content-Type", headers.get("Content-Type") ?? "application/json");
-  return new Response(JSON.stringify(body), { status: init.status ?? 200, headers });
+  const bytes = new TextEncoder().encode(JSON.stringify(body));
+  headers.set("Content-Length", String(bytes.length));
+  return new Response(bytes, { status: init.status ?? 200, headers });
 }
 
 /** Whether an error means the disk is full or over quota. */

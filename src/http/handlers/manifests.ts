@@ -158,7 +158,9 @@ export function manifestRoutes({ meta, blobs, config }: Deps): Route[] {
           },
         );
       }
-      if (parsed.subject && JSON.stringify(parsed.annotations ?? {}).length > MAX_REFERRER_BYTES) {
+      const annotationBytes =
+        new TextEncoder().encode(JSON.stringify(parsed.annotations ?? {})).length;
+      if (parsed.subject && annotationBytes > MAX_REFERRER_BYTES) {
         throw new OciError(
           "MANIFEST_INVALID",
           `Annotations of a manifest with a subject may take ${MAX_REFERRER_BYTES} bytes`,
