@@ -6,6 +6,7 @@
 import type { Digest } from "../oci/digest.ts";
 import { type ErrorCode, OciError } from "../oci/errors.ts";
 import { uploadRangeHeader } from "../oci/range.ts";
+import type { MetadataStore } from "../meta/metadata_store.ts";
 
 /** The pullable URL of a blob. */
 export function blobLocation(name: string, digest: Digest): string {
@@ -29,6 +30,26 @@ export function uploadHeaders(
     "Docker-Upload-UUID": uploadId,
     "Content-Length": "0",
   };
+}
+
+/** The 404 for a repository this registry does not know. */
+export function nameUnknown(name: string): OciError {
+  return new OciError("NAME_UNKNOWN", `Repository "${name}" is not known to this registry`, {
+    detail: { name },
+  });
+}
+
+/**
+ * Throws the 404 for something missing from `name`: `NAME_UNKNOWN` when the
+ * repository itself is unknown, else `missing` (one KV read, only on a miss).
+ */
+export async function notFound(
+  meta: MetadataStore,
+  name: string,
+  missing: OciError,
+): Promise<never> {
+  if (!(await meta.repoExists(name))) throw nameUnknown(name);
+  throw missing;
 }
 
 /** Throws `UNSUPPORTED` (405) when deletes are disabled. */

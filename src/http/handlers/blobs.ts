@@ -8,24 +8,19 @@ import { OciError } from "../../oci/errors.ts";
 import { parseName } from "../../oci/name.ts";
 import { parseRange } from "../../oci/range.ts";
 import type { Deps } from "../deps.ts";
-import { requireDeletes } from "../headers.ts";
+import { notFound, requireDeletes } from "../headers.ts";
 import { type Route, route } from "../router.ts";
 import type { MetadataStore } from "../../meta/metadata_store.ts";
 
 /** Throws the 404 for a blob that is not in `name`: NAME_UNKNOWN if the repository is unknown. */
-export async function blobUnknown(
-  meta: MetadataStore,
-  name: string,
-  digest: Digest,
-): Promise<never> {
-  if (!(await meta.repoExists(name))) {
-    throw new OciError("NAME_UNKNOWN", `Repository "${name}" is not known to this registry`, {
-      detail: { name },
-    });
-  }
-  throw new OciError("BLOB_UNKNOWN", `Blob ${digest} is not in repository "${name}"`, {
-    detail: { digest },
-  });
+export function blobUnknown(meta: MetadataStore, name: string, digest: Digest): Promise<never> {
+  return notFound(
+    meta,
+    name,
+    new OciError("BLOB_UNKNOWN", `Blob ${digest} is not in repository "${name}"`, {
+      detail: { digest },
+    }),
+  );
 }
 
 function blobHeaders(digest: Digest, length: number): Record<string, string> {

@@ -16,25 +16,15 @@ import { ByteCache } from "../../storage/byte_cache.ts";
 import { readLimited } from "../../storage/streams.ts";
 import { requestBody } from "../body.ts";
 import type { Deps } from "../deps.ts";
-import { discardBody, manifestLocation, requireDeletes } from "../headers.ts";
+import { discardBody, manifestLocation, notFound, requireDeletes } from "../headers.ts";
 import { type Params, type Route, route } from "../router.ts";
 
 /** Largest referrer entry (annotations included) that fits a KV value with room to spare. */
 const MAX_REFERRER_BYTES = 48 * 1024;
 
-async function manifestUnknown(
-  meta: MetadataStore,
-  name: string,
-  reference: string,
-): Promise<never> {
-  if (!(await meta.repoExists(name))) {
-    throw new OciError("NAME_UNKNOWN", `Repository "${name}" is not known to this registry`, {
-      detail: { name },
-    });
-  }
-  throw new OciError("MANIFEST_UNKNOWN", `Manifest "${reference}" is not in repository "${name}"`, {
-    detail: { reference },
-  });
+function manifestUnknown(meta: MetadataStore, name: string, reference: string): Promise<never> {
+  const message = `Manifest "${reference}" is not in repository "${name}"`;
+  return notFound(meta, name, new OciError("MANIFEST_UNKNOWN", message, { detail: { reference } }));
 }
 
 /** What a GET or HEAD needs of a manifest. */

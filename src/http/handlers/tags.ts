@@ -9,7 +9,7 @@ import { OciError } from "../../oci/errors.ts";
 import { parseName } from "../../oci/name.ts";
 import type { Deps } from "../deps.ts";
 import { json } from "../respond.ts";
-import { nextLink, parsePageSize, singleParam } from "../headers.ts";
+import { nameUnknown, nextLink, parsePageSize, singleParam } from "../headers.ts";
 import { type Route, route } from "../router.ts";
 
 const MAX_LAST_LENGTH = 512;
@@ -43,11 +43,7 @@ export function tagRoutes({ meta, config }: Deps): Route[] {
         meta.listTags(name, n, last),
         meta.repoExists(name),
       ]);
-      if (!exists) {
-        throw new OciError("NAME_UNKNOWN", `Repository "${name}" is not known to this registry`, {
-          detail: { name },
-        });
-      }
+      if (!exists) throw nameUnknown(name);
       const headers: Record<string, string> = {};
       if (page.next) {
         headers.Link = nextLink(`/v2/${name}/tags/list`, { n: String(n), last: page.next });
