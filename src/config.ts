@@ -309,17 +309,21 @@ export function helpText(): string {
     "",
     "Options (each also as an environment variable, or a key of the JSON file given by --config):",
   ];
+  const column = (left: string) =>
+    left.padEnd(32) + (left.length >= 32 ? "\n" + " ".repeat(32) : "");
   for (const option of OPTIONS) {
     const value = option.kind === "boolean" ? "" : " VALUE";
-    lines.push(`  --${option.flag}${value}`.padEnd(30) + `${option.help}`);
+    lines.push(column(`  --${option.flag}${value}`) + option.help);
+    lines.push(" ".repeat(32) + `allowed: ${option.allowed}`);
     lines.push(
-      " ".repeat(30) + `default ${option.default || "(none)"}; env ${envName(option.flag)}`,
+      " ".repeat(32) + `default ${option.default || "(none)"}; env ${envName(option.flag)}`,
     );
   }
   lines.push(
-    `  --config FILE`.padEnd(30) + "JSON file of options, keyed by flag name (env BERTH_CONFIG)",
+    column("  --config FILE") + "JSON file of options, keyed by flag name (env BERTH_CONFIG)",
   );
-  lines.push(`  --help`.padEnd(30) + "Show this text");
+  lines.push(column("  --repair") + "with fsck: remove or fix what cannot be served");
+  lines.push(column("  --help") + "Show this text");
   return lines.join("\n");
 }
 
