@@ -41,6 +41,11 @@ function outOfOrder(session: Session, offset: number, message: string): OciError
   return new OciError("BLOB_UPLOAD_INVALID", message, { status: 416, headers, detail: { offset } });
 }
 
+/** A chunk whose length disagrees with what the client declared (400, nothing kept). */
+function sizeInvalid(message: string): OciError {
+  return new OciError("SIZE_INVALID", message);
+}
+
 /** Upload routes. */
 export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
   async function loadSession(p: Params): Promise<Session> {
@@ -98,11 +103,8 @@ export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
       );
     }
     if (range && declared !== null && Number(declared) !== expected) {
-      throw outOfOrder(
-        session,
-        offset,
-        `Content-Range covers ${expected} bytes but Content-Length is ${declared}`,
-      );
+      await discardBody(req);
+      throw sizeInvalid(`Content-Range covers ${expected} bytes but Content-Length is ${declared}`);
     }
     if (req.body === null || declared === "0") {
       await discardBody(req);
@@ -122,11 +124,7 @@ export function uploadRoutes({ meta, blobs, config }: Deps): Route[] {
     if ((expected !== undefined && part.size !== expected) || part.size === 0) {
       await blobs.removePart(uploadId, part.file);
       if (part.size === 0 && expected === undefined) return null;
-      throw outOfOrder(
-        session,
-        offset,
-        `Content-Range covers ${expected} bytes but the body had ${part.size}`,
-      );
+      throw sizeInvalid(`Content-Range covers ${expected} bytes but the body had ${part.size}`);
     }
     return part;
   }
