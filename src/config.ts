@@ -96,6 +96,54 @@ function int(flag: string, value: string, min: number, max: number): number {
   return n;
 }
 
+type DurationField = "uploadTtlMs" | "bodyTimeoutMs" | "idleTimeoutMs" | "shutdownTimeoutMs";
+type IntField = "maxUploadsPerRepo" | "maxUploads" | "tagsPageMax" | "maxConnections";
+
+/** An option holding a duration from 1s to `max` (or exactly `0` when `zeroTurnsOff`). */
+function durationOption(
+  flag: string,
+  field: DurationField,
+  spec: { default: string; help: string; max: string; examples?: string; zeroTurnsOff?: boolean },
+): OptionSpec {
+  const max = parseDuration(spec.max)!;
+  const range = `a duration from 1s to ${spec.max}, such as ${spec.examples ?? "30s or 5m"}`;
+  const allowed = spec.zeroTurnsOff ? `0, or ${range}` : range;
+  return {
+    flag,
+    kind: "string",
+    default: spec.default,
+    help: spec.help,
+    allowed,
+    apply(config, value) {
+      if (spec.zeroTurnsOff && value.trim() === "0") {
+        config[field] = 0;
+        return;
+      }
+      const ms = parseDuration(value);
+      if (ms === null || ms < 1000 || ms > max) throw bad(flag, value, allowed);
+      config[field] = ms;
+    },
+  };
+}
+
+/** An option holding a whole number from 1 to `max`. */
+function intOption(
+  flag: string,
+  field: IntField,
+  spec: { default: string; help: string; max: number },
+): OptionSpec {
+  return {
+    flag,
+    kind: "string",
+    default: spec.default,
+    help: spec.help,
+    allowed: `a whole number from 1 to ${spec.max}`,
+    apply(config, value) {
+      config[field] = int(flag, value, 1, spec.max);
+    },
+  };
+}
+
 /** Every option, in `--help` order. */
 export const OPTIONS: OptionSpec[] = [
   {
@@ -152,20 +200,12 @@ export const OPTIONS: OptionSpec[] = [
       config.maxManifestBytes = bytes;
     },
   },
-  {
-    flag: "upload-ttl",
-    kind: "string",
+  durationOption("upload-ttl", "uploadTtlMs", {
     default: "24h",
     help: "Upload sessions idle this long expire and their files are removed",
-    allowed: "a duration from 1s to 365d, such as 90s, 15m, 24h or 7d",
-    apply(config, value) {
-      const ms = parseDuration(value);
-      if (ms === null || ms < 1000 || ms > 365 * 86400e3) {
-        throw bad("upload-ttl", value, this.allowed);
-      }
-      config.uploadTtlMs = ms;
-    },
-  },
+    max: "365d",
+    examples: "90s, 15m, 24h or 7d",
+  }),
   {
     flag: "no-delete",
     kind: "boolean",
@@ -186,90 +226,46 @@ export const OPTIONS: OptionSpec[] = [
       config.autoMount = !bool("no-auto-mount", value);
     },
   },
-  {
-    flag: "max-uploads-per-repo",
-    kind: "string",
+  intOption("max-uploads-per-repo", "maxUploadsPerRepo", {
     default: "100",
     help: "Open upload sessions allowed per repository (over it: 429 TOOMANYREQUESTS)",
-    allowed: "a whole number from 1 to 100000",
-    apply(config, value) {
-      config.maxUploadsPerRepo = int("max-uploads-per-repo", value, 1, 100000);
-    },
-  },
-  {
-    flag: "max-uploads",
-    kind: "string",
+    max: 100000,
+  }),
+  intOption("max-uploads", "maxUploads", {
     default: "1000",
     help: "Open upload sessions allowed in total (over it: 429 TOOMANYREQUESTS)",
-    allowed: "a whole number from 1 to 100000",
-    apply(config, value) {
-      config.maxUploads = int("max-uploads", value, 1, 100000);
-    },
-  },
-  {
-    flag: "tags-page-max",
-    kind: "string",
+    max: 100000,
+  }),
+  intOption("tags-page-max", "tagsPageMax", {
     default: "1000",
     help: "Most entries one tags, catalog or referrers page returns (more: Link to the next page)",
-    allowed: "a whole number from 1 to 10000",
-    apply(config, value) {
-      config.tagsPageMax = int("tags-page-max", value, 1, 10000);
-    },
-  },
-  {
-    flag: "body-timeout",
-    kind: "string",
+    max: 10000,
+  }),
+  durationOption("body-timeout", "bodyTimeoutMs", {
     default: "60s",
     help:
       "A request body that sends nothing for this long is dropped (408) and nothing of it is kept",
-    allowed: "a duration from 1s to 1d, such as 30s or 5m",
-    apply(config, value) {
-      const ms = parseDuration(value);
-      if (ms === null || ms < 1000 || ms > 86400e3) throw bad("body-timeout", value, this.allowed);
-      config.bodyTimeoutMs = ms;
-    },
-  },
-  {
-    flag: "idle-timeout",
-    kind: "string",
+    max: "1d",
+  }),
+  durationOption("idle-timeout", "idleTimeoutMs", {
     default: "120s",
     help:
       "Close a connection with no request in flight and no bytes for this long; 0 turns the connection guard off",
-    allowed: "0, or a duration from 1s to 1d, such as 30s or 5m",
-    apply(config, value) {
-      const ms = value.trim() === "0" ? 0 : parseDuration(value);
-      if (ms === null || (value.trim() !== "0" && (ms < 1000 || ms > 86400e3))) {
-        throw bad("idle-timeout", value, this.allowed);
-      }
-      config.idleTimeoutMs = ms;
-    },
-  },
-  {
-    flag: "max-connections",
-    kind: "string",
+    max: "1d",
+    zeroTurnsOff: true,
+  }),
+  intOption("max-connections", "maxConnections", {
     default: "1000",
     help:
       "Open client connections allowed; more are answered 503 and closed (needs the guard: --idle-timeout not 0)",
-    allowed: "a whole number from 1 to 1000000",
-    apply(config, value) {
-      config.maxConnections = int("max-connections", value, 1, 1_000_000);
-    },
-  },
-  {
-    flag: "shutdown-timeout",
-    kind: "string",
+    max: 1_000_000,
+  }),
+  durationOption("shutdown-timeout", "shutdownTimeoutMs", {
     default: "30s",
     help:
       "On SIGINT/SIGTERM, how long requests in flight may take to finish before they are cut off",
-    allowed: "a duration from 1s to 1h, such as 30s or 5m",
-    apply(config, value) {
-      const ms = parseDuration(value);
-      if (ms === null || ms < 1000 || ms > 3600e3) {
-        throw bad("shutdown-timeout", value, this.allowed);
-      }
-      config.shutdownTimeoutMs = ms;
-    },
-  },
+    max: "1h",
+  }),
   {
     flag: "log-level",
     kind: "string",
