@@ -15,6 +15,7 @@ import { createLogger } from "./log.ts";
 import {
   blobLinkKey,
   blobReposKey,
+  manifestEpochKey,
   manifestKey,
   type ManifestRecord,
   referrerKey,
@@ -487,5 +488,35 @@ Deno.test("fsck() rewrites a record that disagrees with its bytes, and its refer
       ) => [d.digest, d.artifactType]),
       [[built.signature.digest, right]],
     );
+  });
+});
+
+Deno.test("fsck() reports a tag whose media type disagrees with its manifest, and an epoch without a manifest", async () => {
+  await withStore(async (_dir, config) => {
+    const ghost = sha256("no such manifest") as Digest;
+    {
+      using s = await open(config);
+      await populate(s.app);
+      const kv = s.stores.meta.kv.raw;
+      const latest = await kv.get<Record<string, unknown>>(tagKey("lib/app", "latest"));
+      await kv.set(tagKey("lib/app", "latest"), {
+        ...latest.value,
+        mediaType: "application/x.wrong",
+      });
+      await kv.set(manifestEpochKey("lib/app", ghost), new Deno.KvU64(3n));
+    }
+    const check = await run(config, false);
+    const problems = check.lines.filter((line) => line.startsWith("problem: "));
+    assert.equal(problems.length, 2, check.lines.join("\n"));
+    assert.ok(
+      problems.some((line) => /tag lib\/app:latest: says "application\/x\.wrong"/.test(line)),
+      problems.join("\n"),
+    );
+    assert.ok(
+      problems.some((line) => line.includes(`manifest_epochs lib/app ${ghost}: no such manifest`)),
+    );
+    assert.equal((await run(config, true)).code, 1);
+    const again = await run(config, false);
+    assert.equal(again.code, 0, again.lines.join("\n"));
   });
 });
