@@ -57,18 +57,30 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
     }));
   let stopping = false;
   const stop = async (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      log.warn("second signal: exiting now", { signal });
+      Deno.exit(0);
+    }
     stopping = true;
     log.info("shutting down", { signal, inFlight: drain.inFlight });
     // Stop taking connections, let every request in flight finish (uploads too),
     // then let responses finish streaming: Deno's shutdown alone drops bodies in flight.
+    // The whole of it is bounded by --shutdown-timeout.
+    const deadline = Date.now() + config.shutdownTimeoutMs;
+    const left = () => Math.max(deadline - Date.now(), 0);
     if ("stopAccepting" in server) await server.stopAccepting();
-    if (!(await drain.drain(config.shutdownTimeoutMs))) {
-      log.warn("shutdown timeout: requests still in flight are cut off", {
+    const drained = await drain.drain(left());
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const closed = await Promise.race([
+      server.shutdown(left()).then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), left()))),
+    ]);
+    clearTimeout(timer);
+    if (!drained || !closed) {
+      log.warn("shutdown timeout: what was still in flight is cut off", {
         inFlight: drain.inFlight,
       });
     }
-    await server.shutdown();
     await stopSweeper();
     stores.close();
     Deno.exit(0);

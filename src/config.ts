@@ -178,8 +178,8 @@ export const OPTIONS: OptionSpec[] = [
       "Where metadata lives: a file path, an http(s) KV Connect URL, or :memory: (default <data>/meta.kv)",
     allowed: "a path, an http(s) URL or :memory:",
     apply(config, value) {
-      const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(value)?.[1]?.toLowerCase();
-      // "" (the default) means <data>/meta.kv.
+      // "" (the default) means <data>/meta.kv; Deno KV knows only lowercase http(s) URLs.
+      const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(value)?.[1];
       if (scheme !== undefined && scheme !== "http" && scheme !== "https") {
         throw bad("kv", value, this.allowed);
       }

@@ -318,7 +318,10 @@ const BAD_VALUES: Record<string, { values: string[]; allowed: RegExp }> = {
     values: ["500ms", "0s", "2d", "5", "-1s", ""],
     allowed: /0, or a duration from 1s to 1d/,
   },
-  kv: { values: ["ftp://x/db", "redis://h:1"], allowed: /a path, an http\(s\) URL or :memory:/ },
+  kv: {
+    values: ["ftp://x/db", "redis://h:1", "HTTPS://kv.example/db"],
+    allowed: /a path, an http\(s\) URL or :memory:/,
+  },
   "shutdown-timeout": { values: ["0", "500ms", "2h", "x"], allowed: /a duration from 1s to 1h/ },
   "max-connections": {
     values: ["0", "1000001", "many"],

@@ -102,3 +102,59 @@ for (const args of [[], ["--idle-timeout", "0"]]) {
     }
   });
 }
+
+Deno.test("shutdown: --shutdown-timeout bounds the wait for a client that reads too slowly; exit 0", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "berth-shutdown-" });
+  try {
+    const reg = await spawnRegistry(["--data", dir, "--shutdown-timeout", "2s"]);
+    const bytes = randomBytes(64 * MiB, 9);
+    const digest = sha256(bytes);
+    const put = await fetch(`${reg.url}/v2/shut/app/blobs/uploads/?digest=${digest}`, {
+      method: "POST",
+      body: bytes,
+    });
+    await put.body?.cancel();
+    const { port } = new URL(reg.url);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(port) });
+    await conn.write(
+      encoder.encode(`GET /v2/shut/app/blobs/${digest} HTTP/1.1\r\nHost: x\r\n\r\n`),
+    );
+    await conn.read(new Uint8Array(1024)); // the download has started; read nothing more
+    const started = Date.now();
+    Deno.kill(reg.pid, "SIGTERM");
+    assert.equal(await reg.stop(), 0);
+    const took = Date.now() - started;
+    assert.ok(took < 8000, `shutdown took ${took} ms`);
+    conn.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("connection guard: headers that trickle in (slowloris) are cut off after --idle-timeout", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "berth-guard-" });
+  try {
+    await using reg = await spawnRegistry(["--data", dir, "--idle-timeout", "1s"]);
+    const { port } = new URL(reg.url);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(port) });
+    await conn.write(encoder.encode("GET /v2/ HTTP/1.1\r\nHost: x\r\n"));
+    const closed = conn.read(new Uint8Array(1024)).catch(() => null);
+    let stillOpen = true;
+    closed.then(() => (stillOpen = false));
+    const started = Date.now();
+    // One header byte every 300 ms: never idle by bytes alone.
+    while (stillOpen && Date.now() - started < 8000) {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      await conn.write(encoder.encode("X")).catch(() => (stillOpen = false));
+    }
+    assert.equal(await closed, null);
+    const took = Date.now() - started;
+    assert.ok(took < 5000, `the trickling connection stayed open ${took} ms`);
+    conn.close();
+    const res = await fetch(`${reg.url}/v2/`);
+    await res.body?.cancel();
+    assert.equal(res.status, 200);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -42,7 +42,16 @@ interface Connection {
   front: Deno.TcpConn;
   back?: Deno.TcpConn;
   inFlight: number;
+  /** Last byte either way. */
   lastActive: number;
+  /** Last byte from the server. */
+  lastServer: number;
+  /**
+   * When the client started sending with no request in flight (the headers of
+   * its next request), 0 once that request reaches a handler: headers that
+   * trickle in for longer than the idle timeout are slowloris.
+   */
+  waitingSince: number;
   closed: boolean;
 }
 
@@ -63,13 +72,21 @@ function close(conn: Connection): void {
   }
 }
 
-async function relay(from: Deno.TcpConn, to: Deno.TcpConn, conn: Connection): Promise<void> {
+async function relay(
+  from: Deno.TcpConn,
+  to: Deno.TcpConn,
+  conn: Connection,
+  direction: "up" | "down",
+): Promise<void> {
   const buffer = new Uint8Array(256 * 1024);
   try {
     for (;;) {
       const n = await from.read(buffer);
       if (n === null) break;
-      conn.lastActive = Date.now();
+      const now = Date.now();
+      conn.lastActive = now;
+      if (direction === "down") conn.lastServer = now;
+      else if (conn.inFlight === 0 && conn.waitingSince === 0) conn.waitingSince = now;
       for (let written = 0; written < n;) written += await to.write(buffer.subarray(written, n));
     }
     await to.closeWrite().catch(() => {});
@@ -90,7 +107,10 @@ export function serveGuarded(
   const open = new Set<Connection>();
   const inner = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req, info) => {
     const conn = byPort.get(info.remoteAddr.port);
-    if (conn) conn.inFlight++;
+    if (conn) {
+      conn.inFlight++;
+      conn.waitingSince = 0;
+    }
     try {
       return await handler(req, info);
     } finally {
@@ -106,7 +126,13 @@ export function serveGuarded(
 
   const sweeper = setInterval(() => {
     const cutoff = Date.now() - options.idleTimeoutMs;
-    for (const conn of open) if (conn.inFlight === 0 && conn.lastActive < cutoff) close(conn);
+    for (const conn of open) {
+      if (conn.inFlight > 0) continue;
+      const idle = conn.lastActive < cutoff;
+      const slowHeaders = conn.waitingSince !== 0 && conn.waitingSince < cutoff &&
+        conn.lastServer < cutoff;
+      if (idle || slowHeaders) close(conn);
+    }
   }, Math.max(Math.min(options.idleTimeoutMs / 4, 1000), 50));
 
   async function handle(front: Deno.TcpConn): Promise<void> {
@@ -117,15 +143,23 @@ export function serveGuarded(
       front.close();
       return;
     }
-    const conn: Connection = { front, inFlight: 0, lastActive: Date.now(), closed: false };
+    const now = Date.now();
+    const conn: Connection = {
+      front,
+      inFlight: 0,
+      lastActive: now,
+      lastServer: now,
+      waitingSince: 0,
+      closed: false,
+    };
     open.add(conn);
     try {
       conn.back = await Deno.connect({ hostname: "127.0.0.1", port: inner.addr.port });
       const port = conn.back.localAddr.port;
       byPort.set(port, conn);
-      const up = relay(front, conn.back, conn);
+      const up = relay(front, conn.back, conn, "up");
       // Once the server side is done, so is the connection (its last bytes are relayed).
-      await relay(conn.back, front, conn);
+      await relay(conn.back, front, conn, "down");
       close(conn);
       await up;
       byPort.delete(port);
