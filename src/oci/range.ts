@@ -37,7 +37,7 @@ export function uploadRangeHeader(offset: number): string {
   return `0-${Math.max(offset - 1, 0)}`;
 }
 
-const RANGE_REGEXP = /^bytes=([0-9]{0,16})-([0-9]{0,16})$/i; // the unit is case-insensitive (RFC 9110 §14.1)
+const RANGE_REGEXP = /^bytes=([0-9]{0,40})-([0-9]{0,40})$/i; // the unit is case-insensitive (RFC 9110 §14.1)
 
 /**
  * Parses a `Range` request header against a blob of `size` bytes.
