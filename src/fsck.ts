@@ -288,6 +288,14 @@ class Check {
 
   async checkBlobs(): Promise<void> {
     const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    // Only the algorithms' folders belong directly under blobs/.
+    for (const entry of await readDirSafe(join(this.blobStore.root, "blobs"))) {
+      if (entry.isDirectory && (ALGORITHMS as string[]).includes(entry.name)) continue;
+      await this.problem(
+        `blobs/${entry.name} does not belong in the blob store`,
+        async () => (await removeSafe(join(this.blobStore.root, "blobs", entry.name)), "removed"),
+      );
+    }
     for (const algorithm of ALGORITHMS) {
       const base = join(this.blobStore.root, "blobs", algorithm);
       const hexRegexp = new RegExp(`^[a-f0-9]{${HEX_LENGTH[algorithm]}}$`);

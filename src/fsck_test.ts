@@ -520,3 +520,23 @@ Deno.test("fsck() reports a tag whose media type disagrees with its manifest, an
     assert.equal(again.code, 0, again.lines.join("\n"));
   });
 });
+
+Deno.test("fsck() reports folders under blobs/ that are no algorithm's, and --repair removes them", async () => {
+  await withStore(async (dir, config) => {
+    {
+      using s = await open(config);
+      await populate(s.app);
+    }
+    await Deno.mkdir(join(dir, "blobs", "md5", "aa"), { recursive: true });
+    await Deno.writeTextFile(join(dir, "blobs", "stray.txt"), "x");
+    const check = await run(config, false);
+    const problems = check.lines.filter((line) => line.startsWith("problem: "));
+    assert.deepEqual(problems.sort(), [
+      "problem: blobs/md5 does not belong in the blob store",
+      "problem: blobs/stray.txt does not belong in the blob store",
+    ]);
+    await run(config, true);
+    assert.equal((await run(config, false)).code, 0);
+    await assert.rejects(Deno.stat(join(dir, "blobs", "md5")), Deno.errors.NotFound);
+  });
+});
