@@ -13,6 +13,7 @@ import { uploadKey, uploadPartKey, uploadPartsPrefix, type UploadRecord } from "
 import { MetadataStore } from "./meta/metadata_store.ts";
 import { FsBlobStore } from "./storage/fs_blob_store.ts";
 import { startSweeper, sweep, type SweepReport } from "./sweeper.ts";
+import { exists } from "../tests/_registry.ts";
 
 const TTL = 3600_000;
 
@@ -60,16 +61,6 @@ async function age(path: string, at: number): Promise<void> {
     }
   }
   await Deno.utime(path, when, when);
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
 }
 
 async function partKeys(env: Env, uploadId: string): Promise<number> {

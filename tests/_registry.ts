@@ -67,6 +67,17 @@ export function sha512(bytes: Uint8Array | string): string {
 /** Deterministic pseudo-random bytes (xorshift), so failures reproduce. */
 export const randomBytes = bytesOf;
 
+/** Whether a file or directory exists. */
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
+}
+
 /** Reads and discards a response body, returning its text. */
 export async function text(res: Response): Promise<string> {
   return await res.text();

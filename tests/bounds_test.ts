@@ -46,6 +46,7 @@ import {
 } from "./_observed.ts";
 import {
   assertError,
+  exists,
   imageManifest,
   pushBlob,
   randomBytes,
@@ -742,16 +743,6 @@ async function eventually(
     if (await condition()) return performance.now() - started;
     if (performance.now() - started > ms) assert.fail(`${what} did not happen within ${ms} ms`);
     await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
   }
 }
 

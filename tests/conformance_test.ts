@@ -36,6 +36,11 @@
 import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
 import { sha256, sha512, spawnRegistry } from "./_registry.ts";
+import {
+  OCI_EMPTY as MT_EMPTY,
+  OCI_INDEX as MT_INDEX,
+  OCI_MANIFEST as MT_MANIFEST,
+} from "../src/oci/media_type.ts";
 
 type Bytes = Uint8Array<ArrayBuffer>;
 type HeaderList = readonly (readonly [string, string])[];
@@ -284,11 +289,8 @@ async function withRegistry(args: string[], fn: (url: string) => Promise<void>):
 // ===========================================================================
 
 const CLASSIC_NAMESPACE = "oci-conformance/v11";
-const MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
-const MT_INDEX = "application/vnd.oci.image.index.v1+json";
 const MT_CONFIG = "application/vnd.oci.image.config.v1+json";
 const MT_LAYER_GZ = "application/vnd.oci.image.layer.v1.tar+gzip";
-const MT_EMPTY = "application/vnd.oci.empty.v1+json";
 const ERROR_CODES = [
   "BLOB_UNKNOWN",
   "BLOB_UPLOAD_INVALID",
