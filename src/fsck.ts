@@ -437,20 +437,6 @@ class Check {
     }
   }
 
-  // ---- 2b. manifest epochs ---------------------------------------------------
-
-  /** An epoch (bumped when a tag leaves a manifest) exists only beside its manifest. */
-  async checkEpochs(): Promise<void> {
-    for await (const entry of this.kv.scan<unknown>(family("manifest_epochs"))) {
-      const [, name, digest] = entry.key;
-      if (this.manifests.has(id(name, digest))) continue;
-      await this.problem(
-        `manifest_epochs ${String(name)} ${String(digest)}: no such manifest`,
-        () => this.commit((op) => op.check(entry).delete(entry.key), "removed the epoch"),
-      );
-    }
-  }
-
   // ---- 4b. what manifests reference ------------------------------------------
 
   /**
@@ -953,7 +939,6 @@ export async function fsck(
     );
     await check.checkBlobs();
     await check.checkManifests();
-    await check.checkEpochs();
     await check.checkTags();
     await check.checkBlobLinks();
     check.checkReferences();

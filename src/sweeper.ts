@@ -6,11 +6,10 @@
  *
  * @module
  */
-import { join } from "node:path";
 import type { UploadRecord } from "./meta/keys.ts";
 import { allUploadParts, uploadsPrefix } from "./meta/keys.ts";
 import type { MetadataStore } from "./meta/metadata_store.ts";
-import type { FsBlobStore } from "./storage/fs_blob_store.ts";
+import type { Storage } from "./storage/blob_store.ts";
 
 /** What one sweep removed. */
 export interface SweepReport {
@@ -20,24 +19,10 @@ export interface SweepReport {
   orphanParts: number;
 }
 
-async function newestMtime(dir: string): Promise<number> {
-  let newest = 0;
-  try {
-    newest = (await Deno.stat(dir)).mtime?.getTime() ?? 0;
-    for await (const entry of Deno.readDir(dir)) {
-      const info = await Deno.stat(join(dir, entry.name)).catch(() => null);
-      newest = Math.max(newest, info?.mtime?.getTime() ?? 0);
-    }
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  }
-  return newest;
-}
-
 /** Runs one sweep: sessions idle for `ttlMs` expire; unreferenced files older than `ttlMs` go. */
 export async function sweep(
   meta: MetadataStore,
-  blobs: FsBlobStore,
+  blobs: Storage,
   options: { ttlMs: number; now?: number },
 ): Promise<SweepReport> {
   const now = options.now ?? Date.now();
@@ -56,13 +41,16 @@ export async function sweep(
       report.expiredSessions++;
     }
   }
-  for await (const { uploadId } of blobs.listUploads()) {
-    if ((await meta.getUpload(uploadId)).value) continue;
-    if (await newestMtime(join(blobs.root, "uploads", uploadId)) >= cutoff) continue;
+  for await (const { uploadId, modifiedAt } of blobs.listUploads()) {
+    if (modifiedAt >= cutoff || (await meta.getUpload(uploadId)).value) continue;
     await blobs.removeUpload(uploadId);
     report.orphanUploads++;
   }
-  report.tempFiles = await blobs.sweepTemp(cutoff);
+  for await (const item of blobs.debris()) {
+    if (item.kind !== "leftover" || item.modifiedAt >= cutoff) continue;
+    await item.remove();
+    report.tempFiles++;
+  }
   let previous = "";
   for await (const entry of meta.kv.scan(allUploadParts())) {
     const uploadId = entry.key[1] as string;
@@ -79,7 +67,7 @@ export async function sweep(
 /** Sweeps every `intervalMs` until the returned function is called. */
 export function startSweeper(
   meta: MetadataStore,
-  blobs: FsBlobStore,
+  blobs: Storage,
   options: {
     ttlMs: number;
     intervalMs: number;

@@ -12,10 +12,11 @@
 import type { Algorithm, Digest } from "../src/oci/digest.ts";
 import type { ByteRange } from "../src/oci/range.ts";
 import type {
+  BlobInfo,
   BlobRead,
-  BlobStore,
+  Debris,
   FinishResult,
-  UploadStore,
+  Storage,
   WrittenPart,
 } from "../src/storage/blob_store.ts";
 import type { FsBlobStore } from "../src/storage/fs_blob_store.ts";
@@ -83,7 +84,7 @@ function failingAfter(
 }
 
 /** {@linkcode FsBlobStore} with faults injected on demand; counts the faults it raised. */
-export class FaultyStore implements BlobStore, UploadStore {
+export class FaultyStore implements Storage {
   readonly inner: FsBlobStore;
   readonly #faults = new Map<FaultPoint, Fault>();
   /** How many times each fault fired. */
@@ -120,7 +121,15 @@ export class FaultyStore implements BlobStore, UploadStore {
     });
   }
 
-  stat(digest: Digest): Promise<{ size: number } | null> {
+  get location(): string {
+    return this.inner.location;
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+
+  stat(digest: Digest): Promise<BlobInfo | null> {
     return this.inner.stat(digest);
   }
 
@@ -168,5 +177,13 @@ export class FaultyStore implements BlobStore, UploadStore {
 
   listUploads(): AsyncIterable<{ uploadId: string; modifiedAt: number }> {
     return this.inner.listUploads();
+  }
+
+  listParts(uploadId: string): AsyncIterable<{ file: string; size: number }> {
+    return this.inner.listParts(uploadId);
+  }
+
+  debris(): AsyncIterable<Debris & { kind: "problem" | "leftover" }> {
+    return this.inner.debris();
   }
 }

@@ -7,7 +7,7 @@
 import type { Config } from "../config.ts";
 import type { Logger } from "../log.ts";
 import type { MetadataStore } from "../meta/metadata_store.ts";
-import type { BlobStore, UploadStore } from "../storage/blob_store.ts";
+import type { Storage } from "../storage/blob_store.ts";
 
 /** Settings handlers read. */
 export type AppConfig = Pick<
@@ -24,7 +24,7 @@ export type AppConfig = Pick<
 /** Dependencies of the app. */
 export interface Deps {
   meta: MetadataStore;
-  blobs: BlobStore & UploadStore;
+  blobs: Storage;
   config: AppConfig;
   log: Logger;
 }

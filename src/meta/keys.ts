@@ -7,7 +7,8 @@
  * | `["manifests", name, digest]` | {@linkcode ManifestRecord} | end-3, end-7, end-9; bytes are blob `digest` |
  * | `["tags", name, tag]` | `{ digest, mediaType, size, updatedAt }` | end-3 by tag, end-8 (prefix scan) |
  * | `["tags_by_digest", name, digest, tag]` | `true` | end-9: deleting a digest removes its tags |
- * | `["manifest_epochs", name, digest]` | `Deno.KvU64` | bumped when a tag leaves the manifest; end-9 checks it |
+ * | `["manifest_refs", name, digest, page]` | {@linkcode ManifestRefs} | what a manifest references (blobs, child manifests, subject), written with its record; GC, usage, fsck |
+ * | `["tag_clock", name]` | `Deno.KvU64` | bumped by every commit that changes a tag of `name`; such commits check it (one check for any number of tags) |
  * | `["blob_links", name, digest]` | `{ size, linkedAt }` | end-2, end-10, end-11: a blob is visible in a repo only through a link |
  * | `["blob_repos", digest, name]` | `true` | end-11 mount without `from`; GC later |
  * | `["referrers", name, subject, artifactType, digest]` | descriptor | end-12 (prefix scan; filter is a longer prefix) |
@@ -15,6 +16,8 @@
  * | `["upload_parts", uploadId, index]` | {@linkcode UploadPart} | the committed chunks of a session, in order |
  * | `["upload_counts", name]` | `Deno.KvU64` | open sessions in `name` (cap per repository) |
  * | `["upload_total"]` | `Deno.KvU64` | open sessions in all (total cap) |
+ * | `["schema"]` | {@linkcode SchemaRecord} | the layout version of this KV; start-up migrates older ones |
+ * | `["schema_migration"]` | {@linkcode MigrationRecord} | a migration in progress: where to resume after a crash |
  *
  * Keys sort by their parts in byte order, which is the spec's lexical order
  * for tags and repositories.
@@ -22,6 +25,7 @@
  * @module
  */
 import type { Algorithm, Digest } from "../oci/digest.ts";
+import type { WrittenPart } from "../storage/blob_store.ts";
 
 /** What KV keeps of a manifest; its bytes live in the blob store under its digest. */
 export interface ManifestRecord {
@@ -62,14 +66,42 @@ export interface UploadRecord {
   updatedAt: number;
 }
 
-/** One committed chunk of an upload, stored as its own file. */
-export interface UploadPart {
-  file: string;
-  size: number;
-  /** Digest of this part alone, with the session's algorithm. */
-  digest: Digest;
-  /** Digest of this part with the algorithm of the digest the client gave, when it differs. */
-  expected?: Digest;
+/** One committed chunk of an upload: what the blob store said it wrote, recorded as is. */
+export type UploadPart = WrittenPart;
+
+/**
+ * One page of what a manifest references. A manifest's references are split
+ * into pages of at most {@linkcode REFS_PER_PAGE} digests so that each value
+ * stays far under Deno KV's 64 KiB; page 0 always exists and carries the
+ * subject.
+ */
+export interface ManifestRefs {
+  /** Blobs it references (config and layers; not foreign layers with `urls`). */
+  blobs: Digest[];
+  /** Child manifests (an index's `manifests`). */
+  manifests: Digest[];
+  /** The manifest it refers to (`subject`), page 0 only. */
+  subject?: Digest;
+}
+
+/** Digests one {@linkcode ManifestRefs} page holds at most (sha512 digests: ~35 KiB). */
+export const REFS_PER_PAGE = 256;
+/** Distinct digests one manifest may reference, so that its commit stays within KV's limits. */
+export const MAX_REFS_PER_MANIFEST = 16 * REFS_PER_PAGE;
+
+/** The KV layout version. */
+export interface SchemaRecord {
+  version: number;
+  /** When this version was reached (ms since epoch). */
+  migratedAt: number;
+}
+
+/** A migration under way: the step it is at and the cursor within that step. */
+export interface MigrationRecord {
+  from: number;
+  to: number;
+  step: string;
+  cursor?: string;
 }
 
 /** A descriptor in the referrers index (end-12). */
@@ -90,8 +122,11 @@ export const tagsByDigestKey = (name: string, digest: Digest, tag: string) =>
   ["tags_by_digest", name, digest, tag] as const;
 export const tagsByDigestPrefix = (name: string, digest: Digest) =>
   ["tags_by_digest", name, digest] as const;
-export const manifestEpochKey = (name: string, digest: Digest) =>
-  ["manifest_epochs", name, digest] as const;
+export const manifestRefsKey = (name: string, digest: Digest, page: number) =>
+  ["manifest_refs", name, digest, page] as const;
+export const manifestRefsPrefix = (name: string, digest: Digest) =>
+  ["manifest_refs", name, digest] as const;
+export const tagClockKey = (name: string) => ["tag_clock", name] as const;
 export const blobLinkKey = (name: string, digest: Digest) => ["blob_links", name, digest] as const;
 export const blobReposKey = (digest: Digest, name: string) => ["blob_repos", digest, name] as const;
 export const blobReposPrefix = (digest: Digest) => ["blob_repos", digest] as const;
@@ -107,6 +142,10 @@ export const uploadPartsPrefix = (uploadId: string) => ["upload_parts", uploadId
 export const allUploadParts = () => ["upload_parts"] as const;
 export const uploadCountKey = (name: string) => ["upload_counts", name] as const;
 export const uploadTotalKey = () => ["upload_total"] as const;
+export const schemaKey = () => ["schema"] as const;
+export const migrationKey = () => ["schema_migration"] as const;
+/** Schema version 1 only (removed by the migration to 2): bumped when a tag left a manifest. */
+export const legacyManifestEpochsPrefix = () => ["manifest_epochs"] as const;
 
 /** Top-level key families, for fsck. */
 export const FAMILIES = [
@@ -114,7 +153,8 @@ export const FAMILIES = [
   "manifests",
   "tags",
   "tags_by_digest",
-  "manifest_epochs",
+  "manifest_refs",
+  "tag_clock",
   "blob_links",
   "blob_repos",
   "referrers",
@@ -122,4 +162,38 @@ export const FAMILIES = [
   "upload_parts",
   "upload_counts",
   "upload_total",
+  "schema",
+  "schema_migration",
 ] as const;
+
+/**
+ * Splits what a manifest references into {@linkcode ManifestRefs} pages
+ * (duplicates removed, order kept). Page 0 always exists.
+ */
+export function refsPages(
+  refs: { blobs: Digest[]; manifests: Digest[]; subject?: Digest },
+): ManifestRefs[] {
+  const items = [
+    ...[...new Set(refs.blobs)].map((digest) => ({ kind: "blobs" as const, digest })),
+    ...[...new Set(refs.manifests)].map((digest) => ({ kind: "manifests" as const, digest })),
+  ];
+  const pages: ManifestRefs[] = [];
+  for (let i = 0; i === 0 || i < items.length; i += REFS_PER_PAGE) {
+    const page: ManifestRefs = { blobs: [], manifests: [] };
+    for (const item of items.slice(i, i + REFS_PER_PAGE)) page[item.kind].push(item.digest);
+    pages.push(page);
+  }
+  if (refs.subject !== undefined) pages[0]!.subject = refs.subject;
+  return pages;
+}
+
+/** Joins {@linkcode ManifestRefs} pages back into one. */
+export function joinRefs(pages: ManifestRefs[]): ManifestRefs {
+  const refs: ManifestRefs = {
+    blobs: pages.flatMap((p) => p.blobs),
+    manifests: pages.flatMap((p) => p.manifests),
+  };
+  const subject = pages[0]?.subject;
+  if (subject !== undefined) refs.subject = subject;
+  return refs;
+}

@@ -13,14 +13,20 @@ import {
   blobLinkKey,
   blobReposKey,
   blobReposPrefix,
-  manifestEpochKey,
+  joinRefs,
   manifestKey,
   type ManifestRecord,
+  type ManifestRefs,
+  manifestRefsKey,
+  manifestRefsPrefix,
+  MAX_REFS_PER_MANIFEST,
   type ReferrerDescriptor,
   referrerKey,
   referrersPrefix,
+  refsPages,
   repoKey,
   reposPrefix,
+  tagClockKey,
   tagKey,
   type TagRecord,
   tagsByDigestKey,
@@ -37,8 +43,12 @@ import {
 
 /** Deno KV's limit on checks per atomic commit over KV Connect. */
 export const MAX_CHECKS = 10;
-/** Tags one manifest PUT may set (path tag plus `?tag=`), bounded by {@linkcode MAX_CHECKS}. */
-export const MAX_TAGS_PER_PUT = MAX_CHECKS;
+/**
+ * Tags one manifest PUT may set (path tag plus `?tag=`). Tag changes check
+ * one key per repository (`tag_clock`) whatever their number, so this bounds
+ * the work of one request, not the checks of its commit.
+ */
+export const MAX_TAGS_PER_PUT = 10;
 const MAX_MUTATIONS = 900;
 /** Tags one delete commit removes (two mutations each, under Deno KV's 1000). */
 const MAX_TAGS_PER_COMMIT = 450;
@@ -61,6 +71,8 @@ export interface ManifestWrite {
   tags: string[];
   /** The manifest's annotations, copied into its referrer entry. */
   annotations?: Record<string, string>;
+  /** What the manifest references; recorded in the same commit. */
+  refs: { blobs: Digest[]; manifests: Digest[]; subject?: Digest };
 }
 
 async function attempt<T>(what: string, fn: () => Promise<T | undefined>): Promise<T> {
@@ -116,10 +128,19 @@ export class MetadataStore {
     if (tags.length > MAX_TAGS_PER_PUT) {
       throw new RangeError(`At most ${MAX_TAGS_PER_PUT} tags per PUT`);
     }
+    const pages = refsPages(write.refs);
+    const refCount = pages.reduce((n, p) => n + p.blobs.length + p.manifests.length, 0);
+    if (refCount > MAX_REFS_PER_MANIFEST) {
+      throw new RangeError(`At most ${MAX_REFS_PER_MANIFEST} references per manifest`);
+    }
     return attempt("putManifest", async () => {
       // getMany takes at most 10 keys: the repository and record are read apart from the tags.
-      const [[repo, existing], current] = await Promise.all([
-        this.kv.getMany<[unknown, ManifestRecord]>([repoKey(name), manifestKey(name, digest)]),
+      const [[repo, existing, clock], current] = await Promise.all([
+        this.kv.getMany<[unknown, ManifestRecord, Deno.KvU64]>([
+          repoKey(name),
+          manifestKey(name, digest),
+          tagClockKey(name),
+        ]),
         tags.length ? this.kv.getMany<unknown[]>(tags.map((tag) => tagKey(name, tag))) : [],
       ]);
       // The same bytes pushed again keep the media type they were first stored with
@@ -137,13 +158,17 @@ export class MetadataStore {
         if (repo.versionstamp === null) op.set(repoKey(name), { createdAt: now });
         // Always rewritten, even unchanged: a concurrent deleteManifest checks it.
         op.set(manifestKey(name, digest), record);
+        // The same digest always has the same bytes, so the same references.
+        pages.forEach((page, i) => op.set(manifestRefsKey(name, digest, i), page));
+        if (tags.length) {
+          // One check covers every tag of the repository: a tag that moved since it was
+          // read bumped the clock.
+          op.check(clock).sum(tagClockKey(name), ONE);
+        }
         tags.forEach((tag, i) => {
           const entry = current[i] as Deno.KvEntryMaybe<TagRecord>;
-          op.check(entry);
           if (entry.value && entry.value.digest !== digest) {
-            // The tag leaves another manifest: tell a concurrent delete of that one.
-            op.delete(tagsByDigestKey(name, entry.value.digest, tag))
-              .sum(manifestEpochKey(name, entry.value.digest), 1n);
+            op.delete(tagsByDigestKey(name, entry.value.digest, tag));
           }
           const tagRecord: TagRecord = {
             digest,
@@ -165,39 +190,53 @@ export class MetadataStore {
     });
   }
 
+  /** What a manifest references, or null when there is no such manifest (or no record of it). */
+  async getManifestRefs(name: string, digest: Digest): Promise<ManifestRefs | null> {
+    const pages = await this.kv.list<ManifestRefs>(
+      { prefix: manifestRefsPrefix(name, digest) },
+      MAX_REFS_PER_MANIFEST,
+    );
+    return pages.length ? joinRefs(pages.map((e) => e.value)) : null;
+  }
+
   /** Removes a tag (only the pointer). Returns false if there was no such tag. */
   deleteTag(name: string, tag: string): Promise<boolean> {
     return attempt("deleteTag", async () => {
-      const entry = await this.kv.get<TagRecord>(tagKey(name, tag));
+      const [entry, clock] = await this.kv.getMany<[TagRecord, Deno.KvU64]>([
+        tagKey(name, tag),
+        tagClockKey(name),
+      ]);
       if (!entry.value) return false;
       const digest = entry.value.digest;
       const ok = await this.kv.commit((op) =>
-        op.check(entry).delete(tagKey(name, tag)).delete(tagsByDigestKey(name, digest, tag))
+        op.check(entry).check(clock).sum(tagClockKey(name), ONE)
+          .delete(tagKey(name, tag)).delete(tagsByDigestKey(name, digest, tag))
       );
       return ok ? true : undefined;
     });
   }
 
   /**
-   * Removes a manifest, every tag that points at it, their reverse entries
-   * and its referrer entry, in one commit checked against the record (which
-   * every PUT of the digest rewrites) and the manifest's epoch (which every
-   * tag moving away bumps), so no tag is missed and no moved tag is removed.
-   * A manifest with more tags than one commit can hold first loses them in
-   * batches, each checked the same way.
+   * Removes a manifest, every tag that points at it, their reverse entries,
+   * its references and its referrer entry, in one commit checked against the
+   * record (which every PUT of the digest rewrites) and the repository's tag
+   * clock (which every tag change bumps), so no tag is missed and no moved tag
+   * is removed: two checks, whatever the number of tags. A manifest with more
+   * tags than one commit can hold first loses them in batches, each checked
+   * the same way.
    */
   async deleteManifest(name: string, digest: Digest): Promise<boolean> {
     for (let conflicts = 0; conflicts < MAX_ATTEMPTS;) {
-      const [entry, epoch] = await this.kv.getMany<[ManifestRecord, Deno.KvU64]>([
+      const [entry, clock] = await this.kv.getMany<[ManifestRecord, Deno.KvU64]>([
         manifestKey(name, digest),
-        manifestEpochKey(name, digest),
+        tagClockKey(name),
       ]);
       if (!entry.value) return false;
       const record = entry.value;
-      const tagged = await this.kv.list<true>(
-        { prefix: tagsByDigestPrefix(name, digest) },
-        MAX_TAGS_PER_COMMIT + 1,
-      );
+      const [tagged, refPages] = await Promise.all([
+        this.kv.list<true>({ prefix: tagsByDigestPrefix(name, digest) }, MAX_TAGS_PER_COMMIT + 1),
+        this.kv.list<ManifestRefs>({ prefix: manifestRefsPrefix(name, digest) }, 64),
+      ]);
       const tags = tagged.slice(0, MAX_TAGS_PER_COMMIT).map((e) => e.key.at(-1) as string);
       const last = tagged.length <= MAX_TAGS_PER_COMMIT;
       // Read the tags too: a reverse entry left stale by damage must not take a tag that
@@ -209,13 +248,15 @@ export class MetadataStore {
         values.forEach((v, j) => v.value?.digest === digest && pointing.add(batch[j]!));
       }
       const ok = await this.kv.commit((op) => {
-        op.check(entry).check(epoch);
+        op.check(entry).check(clock);
+        if (tags.length) op.sum(tagClockKey(name), ONE);
         for (const tag of tags) {
           op.delete(tagsByDigestKey(name, digest, tag));
           if (pointing.has(tag)) op.delete(tagKey(name, tag));
         }
         if (!last) return op; // a batch: go round again
-        op.delete(manifestKey(name, digest)).delete(manifestEpochKey(name, digest));
+        op.delete(manifestKey(name, digest));
+        for (const page of refPages) op.delete(page.key);
         if (record.subject) {
           op.delete(referrerKey(name, record.subject, record.artifactType ?? "", digest));
         }

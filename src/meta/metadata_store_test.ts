@@ -71,11 +71,19 @@ async function allPages<T>(
 
 // ---- manifests and tags ----------------------------------------------------
 
+const NO_REFS = { blobs: [], manifests: [] };
+
 Deno.test("putManifest() records the manifest, its tags, the tag index and the repository", async () => {
   using meta = await openStore();
   const digest = digestOf("m1");
   assert.equal(await meta.repoExists("app"), false);
-  await meta.putManifest({ name: "app", digest, record: record(), tags: ["latest", "v1"] });
+  await meta.putManifest({
+    refs: NO_REFS,
+    name: "app",
+    digest,
+    record: record(),
+    tags: ["latest", "v1"],
+  });
   assert.equal(await meta.repoExists("app"), true);
   assert.deepEqual(await meta.getManifest("app", digest), record());
   for (const tag of ["latest", "v1"]) {
@@ -89,7 +97,7 @@ Deno.test("putManifest() records the manifest, its tags, the tag index and the r
 Deno.test("putManifest() by digest alone sets no tag", async () => {
   using meta = await openStore();
   const digest = digestOf("m1");
-  await meta.putManifest({ name: "app", digest, record: record(), tags: [] });
+  await meta.putManifest({ refs: NO_REFS, name: "app", digest, record: record(), tags: [] });
   assert.ok(await meta.getManifest("app", digest));
   assert.equal(await count(meta, ["tags", "app"]), 0);
   assert.equal(await count(meta, tagsByDigestPrefix("app", digest)), 0);
@@ -99,8 +107,15 @@ Deno.test("putManifest() moves a tag and updates tags_by_digest", async () => {
   using meta = await openStore();
   const a = digestOf("a");
   const b = digestOf("b");
-  await meta.putManifest({ name: "app", digest: a, record: record(), tags: ["latest", "keep"] });
   await meta.putManifest({
+    refs: NO_REFS,
+    name: "app",
+    digest: a,
+    record: record(),
+    tags: ["latest", "keep"],
+  });
+  await meta.putManifest({
+    refs: NO_REFS,
     name: "app",
     digest: b,
     record: record({ mediaType: OCI_INDEX }),
@@ -119,8 +134,8 @@ Deno.test("putManifest() moves a tag and updates tags_by_digest", async () => {
 Deno.test("putManifest() re-putting the same tag and digest changes nothing but the time", async () => {
   using meta = await openStore();
   const a = digestOf("a");
-  await meta.putManifest({ name: "app", digest: a, record: record(), tags: ["t"] });
-  await meta.putManifest({ name: "app", digest: a, record: record(), tags: ["t"] });
+  await meta.putManifest({ refs: NO_REFS, name: "app", digest: a, record: record(), tags: ["t"] });
+  await meta.putManifest({ refs: NO_REFS, name: "app", digest: a, record: record(), tags: ["t"] });
   assert.equal((await meta.getTag("app", "t"))?.digest, a);
   assert.equal(await count(meta, tagsByDigestPrefix("app", a)), 1);
 });
@@ -129,11 +144,19 @@ Deno.test("putManifest() refuses more than MAX_TAGS_PER_PUT tags", async () => {
   using meta = await openStore();
   const tags = Array.from({ length: MAX_TAGS_PER_PUT + 1 }, (_, i) => `t${i}`);
   assert.throws(
-    () => meta.putManifest({ name: "app", digest: digestOf("a"), record: record(), tags }),
+    () =>
+      meta.putManifest({
+        refs: NO_REFS,
+        name: "app",
+        digest: digestOf("a"),
+        record: record(),
+        tags,
+      }),
     RangeError,
   );
   assert.equal(await meta.repoExists("app"), false);
   await meta.putManifest({
+    refs: NO_REFS,
     name: "app",
     digest: digestOf("a"),
     record: record(),
@@ -148,7 +171,14 @@ Deno.test("putManifest() with a subject writes its referrer entry", async () => 
   const sig = digestOf("sig");
   const annotations = { "org.example": "yes" };
   const rec = record({ subject, artifactType: "application/x.sig", size: 321 });
-  await meta.putManifest({ name: "app", digest: sig, record: rec, tags: [], annotations });
+  await meta.putManifest({
+    refs: NO_REFS,
+    name: "app",
+    digest: sig,
+    record: rec,
+    tags: [],
+    annotations,
+  });
   assert.equal(await exists(meta, referrerKey("app", subject, "application/x.sig", sig)), true);
   const page = await meta.listReferrers("app", subject, { n: 10 });
   assert.deepEqual(page, {
@@ -174,7 +204,13 @@ Deno.test("referrerEntry() leaves out artifactType and annotations when absent",
 Deno.test("deleteTag() removes the pointer and its index entry, not the manifest", async () => {
   using meta = await openStore();
   const a = digestOf("a");
-  await meta.putManifest({ name: "app", digest: a, record: record(), tags: ["t", "u"] });
+  await meta.putManifest({
+    refs: NO_REFS,
+    name: "app",
+    digest: a,
+    record: record(),
+    tags: ["t", "u"],
+  });
   assert.equal(await meta.deleteTag("app", "t"), true);
   assert.equal(await meta.getTag("app", "t"), null);
   assert.equal(await exists(meta, tagsByDigestKey("app", a, "t")), false);
@@ -190,12 +226,19 @@ Deno.test("deleteManifest() removes the manifest, its tags and its referrer entr
   const a = digestOf("a");
   const b = digestOf("b");
   await meta.putManifest({
+    refs: NO_REFS,
     name: "app",
     digest: a,
     record: record({ subject, artifactType: "application/x.a" }),
     tags: ["t1", "t2"],
   });
-  await meta.putManifest({ name: "app", digest: b, record: record(), tags: ["other"] });
+  await meta.putManifest({
+    refs: NO_REFS,
+    name: "app",
+    digest: b,
+    record: record(),
+    tags: ["other"],
+  });
   assert.equal(await meta.deleteManifest("app", a), true);
   assert.equal(await meta.getManifest("app", a), null);
   assert.equal(await meta.getTag("app", "t1"), null);
@@ -214,13 +257,20 @@ Deno.test("deleteManifest() removes more than 9 tags (several commits)", async (
     const tags = Array.from({ length: total }, (_, i) => `tag-${String(i).padStart(2, "0")}`);
     for (let i = 0; i < tags.length; i += MAX_TAGS_PER_PUT) {
       await meta.putManifest({
+        refs: NO_REFS,
         name: "app",
         digest: a,
         record: record(),
         tags: tags.slice(i, i + MAX_TAGS_PER_PUT),
       });
     }
-    await meta.putManifest({ name: "app", digest: digestOf("b"), record: record(), tags: ["b"] });
+    await meta.putManifest({
+      refs: NO_REFS,
+      name: "app",
+      digest: digestOf("b"),
+      record: record(),
+      tags: ["b"],
+    });
     assert.equal(await count(meta, ["tags", "app"]), total + 1);
     assert.equal(await meta.deleteManifest("app", a), true, `${total} tags`);
     assert.equal(await meta.getManifest("app", a), null, `${total} tags`);
@@ -233,8 +283,8 @@ Deno.test("deleteManifest() keeps a tag whose index entry is stale (it moved els
   using meta = await openStore();
   const a = digestOf("a");
   const b = digestOf("b");
-  await meta.putManifest({ name: "app", digest: a, record: record(), tags: [] });
-  await meta.putManifest({ name: "app", digest: b, record: record(), tags: ["t"] });
+  await meta.putManifest({ refs: NO_REFS, name: "app", digest: a, record: record(), tags: [] });
+  await meta.putManifest({ refs: NO_REFS, name: "app", digest: b, record: record(), tags: ["t"] });
   // A stale reverse-index entry says "t" points at a.
   await meta.kv.raw.set(tagsByDigestKey("app", a, "t"), true);
   assert.equal(await meta.deleteManifest("app", a), true);
@@ -250,6 +300,7 @@ Deno.test("listTags() returns tags in byte order, paged strictly after last", as
   const tags = ["b", "A", "a", "_x", "Z", "0", "a.b", "a-b", "aa", "v1.10", "v1.9"];
   for (let i = 0; i < tags.length; i++) {
     await meta.putManifest({
+      refs: NO_REFS,
       name: "app",
       digest: digestOf(String(i)),
       record: record(),
@@ -270,6 +321,7 @@ Deno.test("listTags() returns tags in byte order, paged strictly after last", as
 Deno.test("listTags() with n equal to the count sends no next", async () => {
   using meta = await openStore();
   await meta.putManifest({
+    refs: NO_REFS,
     name: "app",
     digest: digestOf("a"),
     record: record(),
@@ -282,13 +334,20 @@ Deno.test("listTags() with n equal to the count sends no next", async () => {
 
 Deno.test("listTags() with n=0 returns nothing and no next", async () => {
   using meta = await openStore();
-  await meta.putManifest({ name: "app", digest: digestOf("a"), record: record(), tags: ["x"] });
+  await meta.putManifest({
+    refs: NO_REFS,
+    name: "app",
+    digest: digestOf("a"),
+    record: record(),
+    tags: ["x"],
+  });
   assert.deepEqual(await meta.listTags("app", 0), { items: [] });
 });
 
 Deno.test("listTags() with a last that is not a tag starts after where it would sort", async () => {
   using meta = await openStore();
   await meta.putManifest({
+    refs: NO_REFS,
     name: "app",
     digest: digestOf("a"),
     record: record(),
@@ -302,9 +361,27 @@ Deno.test("listTags() with a last that is not a tag starts after where it would 
 
 Deno.test("listTags() lists only the named repository", async () => {
   using meta = await openStore();
-  await meta.putManifest({ name: "a", digest: digestOf("1"), record: record(), tags: ["one"] });
-  await meta.putManifest({ name: "a/b", digest: digestOf("2"), record: record(), tags: ["two"] });
-  await meta.putManifest({ name: "ab", digest: digestOf("3"), record: record(), tags: ["three"] });
+  await meta.putManifest({
+    refs: NO_REFS,
+    name: "a",
+    digest: digestOf("1"),
+    record: record(),
+    tags: ["one"],
+  });
+  await meta.putManifest({
+    refs: NO_REFS,
+    name: "a/b",
+    digest: digestOf("2"),
+    record: record(),
+    tags: ["two"],
+  });
+  await meta.putManifest({
+    refs: NO_REFS,
+    name: "ab",
+    digest: digestOf("3"),
+    record: record(),
+    tags: ["three"],
+  });
   assert.deepEqual((await meta.listTags("a", 10)).items, ["one"]);
   assert.deepEqual((await meta.listTags("a/b", 10)).items, ["two"]);
   assert.deepEqual((await meta.listTags("none", 10)).items, []);
@@ -314,7 +391,13 @@ Deno.test("listRepos() returns repositories in byte order, paged strictly after 
   using meta = await openStore();
   const names = ["b", "a/c", "a", "a-b", "a/b", "z/z/z", "0"];
   for (const name of names) {
-    await meta.putManifest({ name, digest: digestOf(name), record: record(), tags: [] });
+    await meta.putManifest({
+      refs: NO_REFS,
+      name,
+      digest: digestOf(name),
+      record: record(),
+      tags: [],
+    });
   }
   const sorted = [...names].sort();
   assert.deepEqual((await meta.listRepos(100)).items, sorted);
@@ -334,6 +417,7 @@ Deno.test("listReferrers() pages through every referrer of a subject", async () 
     const digest = digestOf(`ref${i}`);
     expected.push(digest);
     await meta.putManifest({
+      refs: NO_REFS,
       name: "app",
       digest,
       record: record({ subject, artifactType: `application/x.t${i % 3}` }),
@@ -344,6 +428,7 @@ Deno.test("listReferrers() pages through every referrer of a subject", async () 
   const index = digestOf("index");
   expected.push(index);
   await meta.putManifest({
+    refs: NO_REFS,
     name: "app",
     digest: index,
     record: record({ subject, mediaType: OCI_INDEX }),
@@ -351,12 +436,14 @@ Deno.test("listReferrers() pages through every referrer of a subject", async () 
   });
   // Not referrers of this subject in this repository.
   await meta.putManifest({
+    refs: NO_REFS,
     name: "other",
     digest: digestOf("elsewhere"),
     record: record({ subject, artifactType: "application/x.t0" }),
     tags: [],
   });
   await meta.putManifest({
+    refs: NO_REFS,
     name: "app",
     digest: digestOf("unrelated"),
     record: record({ subject: digestOf("another"), artifactType: "application/x.t0" }),
@@ -386,12 +473,14 @@ Deno.test("listReferrers() filters by artifactType, also across pages", async ()
     const digest = digestOf(`sig${i}`);
     sigs.push(digest);
     await meta.putManifest({
+      refs: NO_REFS,
       name: "app",
       digest,
       record: record({ subject, artifactType: "application/x.sig" }),
       tags: [],
     });
     await meta.putManifest({
+      refs: NO_REFS,
       name: "app",
       digest: digestOf(`sbom${i}`),
       record: record({ subject, artifactType: "application/x.sbom" }),
@@ -400,6 +489,7 @@ Deno.test("listReferrers() filters by artifactType, also across pages", async ()
   }
   // A type that is a prefix of another must not match it.
   await meta.putManifest({
+    refs: NO_REFS,
     name: "app",
     digest: digestOf("prefix"),
     record: record({ subject, artifactType: "application/x.si" }),
@@ -435,6 +525,7 @@ Deno.test("listReferrers() with n=0 returns nothing and no next", async () => {
   using meta = await openStore();
   const subject = digestOf("s");
   await meta.putManifest({
+    refs: NO_REFS,
     name: "app",
     digest: digestOf("r"),
     record: record({ subject, artifactType: "application/x.a" }),
@@ -448,6 +539,7 @@ Deno.test("listReferrers() with a last of another artifactType than the filter d
   const subject = digestOf("s");
   for (const type of ["application/a", "application/m", "application/z"]) {
     await meta.putManifest({
+      refs: NO_REFS,
       name: "app",
       digest: digestOf(type),
       record: record({ subject, artifactType: type }),
@@ -473,6 +565,7 @@ Deno.test("listReferrers() accepts any cursor the handler lets through (512 char
   const name = "a/".repeat(127) + "b"; // the longest name
   const subject = makeDigest("sha512", "0".repeat(128));
   await meta.putManifest({
+    refs: NO_REFS,
     name,
     digest: digestOf("r"),
     record: record({ subject, artifactType: "application/x.a" }),
@@ -551,7 +644,13 @@ Deno.test("missingBlobs() and missingManifests() report what is absent, in batch
   const odd = digests.filter((_, i) => i % 2 === 1);
   assert.deepEqual(await meta.missingBlobs("app", [...digests, ...digests]), odd);
   assert.deepEqual(await meta.missingBlobs("app", []), []);
-  await meta.putManifest({ name: "app", digest: digests[0]!, record: record(), tags: [] });
+  await meta.putManifest({
+    refs: NO_REFS,
+    name: "app",
+    digest: digests[0]!,
+    record: record(),
+    tags: [],
+  });
   assert.deepEqual(await meta.missingManifests("app", digests.slice(0, 12)), digests.slice(1, 12));
 });
 
@@ -703,7 +802,7 @@ Deno.test("deleteParts() removes parts from an index on", async () => {
 Deno.test("keys are the ones the key table documents", async () => {
   using meta = await openStore();
   const d = digestOf("m");
-  await meta.putManifest({ name: "app", digest: d, record: record(), tags: ["t"] });
+  await meta.putManifest({ refs: NO_REFS, name: "app", digest: d, record: record(), tags: ["t"] });
   await meta.linkBlob("app", d, 1);
   await meta.createUpload("u", "app", "sha256");
   for (
@@ -727,6 +826,7 @@ Deno.test("deleteManifest() removes 1,001 tags, the record last", async () => {
   const tags = Array.from({ length: 1001 }, (_, i) => `t${String(i).padStart(4, "0")}`);
   for (let i = 0; i < tags.length; i += MAX_TAGS_PER_PUT) {
     await meta.putManifest({
+      refs: NO_REFS,
       name: "app",
       digest: a,
       record: record(),
@@ -737,7 +837,7 @@ Deno.test("deleteManifest() removes 1,001 tags, the record last", async () => {
   assert.equal(await meta.getManifest("app", a), null);
   assert.equal(await count(meta, ["tags", "app"]), 0);
   assert.equal(await count(meta, tagsByDigestPrefix("app", a)), 0);
-  assert.equal(await count(meta, ["manifest_epochs"]), 0);
+  assert.equal(await count(meta, ["manifest_refs", "app", a]), 0);
 });
 
 Deno.test("deleteManifest() racing tag moves never removes a tag that moved away, nor leaves one behind", async () => {
@@ -746,14 +846,26 @@ Deno.test("deleteManifest() racing tag moves never removes a tag that moved away
     const a = digestOf("a");
     const b = digestOf("b");
     const tags = Array.from({ length: 12 }, (_, i) => `t${i}`);
-    await meta.putManifest({ name: "app", digest: a, record: record(), tags: tags.slice(0, 10) });
-    await meta.putManifest({ name: "app", digest: a, record: record(), tags: tags.slice(10) });
-    await meta.putManifest({ name: "app", digest: b, record: record(), tags: [] });
+    await meta.putManifest({
+      refs: NO_REFS,
+      name: "app",
+      digest: a,
+      record: record(),
+      tags: tags.slice(0, 10),
+    });
+    await meta.putManifest({
+      refs: NO_REFS,
+      name: "app",
+      digest: a,
+      record: record(),
+      tags: tags.slice(10),
+    });
+    await meta.putManifest({ refs: NO_REFS, name: "app", digest: b, record: record(), tags: [] });
     const moved = tags.filter((_, i) => i % 3 === round % 3);
     await Promise.all([
       meta.deleteManifest("app", a),
       ...moved.map((tag) =>
-        meta.putManifest({ name: "app", digest: b, record: record(), tags: [tag] })
+        meta.putManifest({ refs: NO_REFS, name: "app", digest: b, record: record(), tags: [tag] })
       ),
     ]);
     assert.equal(await meta.getManifest("app", a), null);
@@ -764,16 +876,23 @@ Deno.test("deleteManifest() racing tag moves never removes a tag that moved away
       if (value) assert.ok(moved.includes(tag), tag);
     }
     assert.equal(await count(meta, tagsByDigestPrefix("app", a)), 0);
-    assert.equal(await count(meta, ["manifest_epochs"]), 0);
+    assert.equal(await count(meta, ["manifest_refs", "app", a]), 0);
   }
 });
 
 Deno.test("putManifest() keeps the media type a digest was first stored with, in the record and its tags", async () => {
   using meta = await openStore();
   const a = digestOf("same bytes");
-  await meta.putManifest({ name: "app", digest: a, record: record(), tags: ["first"] });
+  await meta.putManifest({
+    refs: NO_REFS,
+    name: "app",
+    digest: a,
+    record: record(),
+    tags: ["first"],
+  });
   const docker = "application/vnd.docker.distribution.manifest.v2+json";
   await meta.putManifest({
+    refs: NO_REFS,
     name: "app",
     digest: a,
     record: record({ mediaType: docker }),

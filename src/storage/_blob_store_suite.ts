@@ -76,7 +76,7 @@ export function blobStoreSuite(name: string, makeStore: () => Promise<StoreFixtu
     assert.equal(await store.stat(digest), null);
     assert.equal(await store.open(digest), null);
     assert.deepEqual(await store.put(digest, bodyOf(bytes, 4097)), { ok: true, size: 300_000 });
-    assert.deepEqual(await store.stat(digest), { size: 300_000 });
+    assert.equal((await store.stat(digest))?.size, 300_000);
     const read = await store.open(digest);
     assert.ok(read);
     assert.equal(read.size, 300_000);
@@ -168,7 +168,7 @@ export function blobStoreSuite(name: string, makeStore: () => Promise<StoreFixtu
       const empty = digestOf("", algorithm);
       assert.deepEqual(await store.put(empty, null), { ok: true, size: 0 });
       assert.deepEqual(await store.put(empty, bodyOf(new Uint8Array())), { ok: true, size: 0 });
-      assert.deepEqual(await store.stat(empty), { size: 0 });
+      assert.equal((await store.stat(empty))?.size, 0);
       const read = await store.open(empty);
       assert.ok(read);
       assert.equal(read.size, 0);
@@ -197,7 +197,7 @@ export function blobStoreSuite(name: string, makeStore: () => Promise<StoreFixtu
     const digest = digestOf(bytes);
     await store.putBytes(digest, bytes);
     await store.putBytes(digest, bytes);
-    assert.deepEqual(await store.stat(digest), { size: bytes.length });
+    assert.equal((await store.stat(digest))?.size, bytes.length);
     const read = await store.open(digest);
     assert.ok(read);
     assert.deepEqual(await readAll(read.stream), bytes);
@@ -256,7 +256,7 @@ export function blobStoreSuite(name: string, makeStore: () => Promise<StoreFixtu
       ok: true,
       size: 5000,
     });
-    assert.deepEqual(await store.stat(digestOf(bytes, "sha512")), { size: 5000 });
+    assert.equal((await store.stat(digestOf(bytes, "sha512")))?.size, 5000);
     // alsoHash equal to the algorithm adds nothing.
     const same = await store.writePart("up-2", bodyOf(bytes), {
       algorithm: "sha512",
@@ -326,13 +326,13 @@ export function blobStoreSuite(name: string, makeStore: () => Promise<StoreFixtu
     ];
     const digest = digestOf(new Uint8Array([...a, ...b]), "sha512");
     assert.deepEqual(await store.finish("s512", parts, digest), { ok: true, size: 300_005 });
-    assert.deepEqual(await store.stat(digest), { size: 300_005 });
+    assert.equal((await store.stat(digest))?.size, 300_005);
     await store.removeUpload("s512");
   });
 
   test("finish() with no parts stores the empty blob only", async (store) => {
     assert.deepEqual(await store.finish("none", [], digestOf("")), { ok: true, size: 0 });
-    assert.deepEqual(await store.stat(digestOf("")), { size: 0 });
+    assert.equal((await store.stat(digestOf("")))?.size, 0);
     assert.deepEqual(await store.finish("none2", [], digestOf("", "sha512")), {
       ok: true,
       size: 0,

@@ -1,30 +1,56 @@
 /**
- * The storage seams: small interfaces so that an S3-compatible store can slot
- * in later. Implementations return `null` for "not there" and never throw HTTP
- * errors.
+ * The storage seam: everything about bytes goes through these interfaces
+ * (handlers through the registry service layer, and the sweeper, fsck and
+ * start-up too), so that another backend (S3, Deno KV) slots in by
+ * implementing them. Implementations return `null` for "not there" and never
+ * throw HTTP errors.
+ *
+ * Small interfaces, grouped by who needs them: {@linkcode BlobStore} (the
+ * content-addressed bytes), {@linkcode UploadStore} (upload sessions' parts)
+ * and {@linkcode StoreAudit} (what fsck and the sweeper need to find debris).
  *
  * @module
  */
 import type { Algorithm, Digest } from "../oci/digest.ts";
 import type { ByteRange } from "../oci/range.ts";
-import type { UploadPart as WrittenPart } from "../meta/keys.ts";
 
-/** A readable blob: its size and a stream of the requested bytes. */
+/** A readable blob: its whole size and a stream of the requested bytes. */
 export interface BlobRead {
   size: number;
   stream: ReadableStream<Uint8Array>;
 }
 
-/** A part written to an upload session (the same shape KV records). */
-export type { UploadPart as WrittenPart } from "../meta/keys.ts";
+/** What a store knows of a stored blob without reading it. */
+export interface BlobInfo {
+  size: number;
+  /** Last modification (ms since epoch). */
+  modifiedAt: number;
+}
 
-/** The result of assembling an upload into a blob. */
+/**
+ * A part written to an upload session. The metadata store records it as is
+ * and hands it back to {@linkcode UploadStore.finish}; only the store that
+ * wrote it interprets `file`.
+ */
+export interface WrittenPart {
+  /** The store's own name for the part. */
+  file: string;
+  size: number;
+  /** Digest of this part alone, with the session's algorithm. */
+  digest: Digest;
+  /** Digest of this part with the algorithm of the digest the client gave, when it differs. */
+  expected?: Digest;
+}
+
+/** The result of storing or assembling a blob. */
 export type FinishResult = { ok: true; size: number } | { ok: false; actual: Digest; size: number };
 
 /** Content-addressed, immutable blob bytes. */
 export interface BlobStore {
-  /** Size of a stored blob, or null. */
-  stat(digest: Digest): Promise<{ size: number } | null>;
+  /** Where the bytes live, for start-up lines and logs (`file:/srv/berth`). */
+  readonly location: string;
+  /** Size and modification time of a stored blob, or null. */
+  stat(digest: Digest): Promise<BlobInfo | null>;
   /** Opens a stored blob, whole or a range of it, or null. */
   open(digest: Digest, range?: ByteRange): Promise<BlobRead | null>;
   /** Stores a whole body as `digest`, verified while it streams; nothing stays on mismatch. */
@@ -35,6 +61,8 @@ export interface BlobStore {
   delete(digest: Digest): Promise<boolean>;
   /** Every stored digest (fsck, GC). */
   list(): AsyncIterable<Digest>;
+  /** Releases what the store holds open. */
+  close(): Promise<void>;
 }
 
 /** Upload sessions: each chunk is written as its own part, then assembled. */
@@ -53,11 +81,40 @@ export interface UploadStore {
   removePart(uploadId: string, file: string): Promise<void>;
   /**
    * Verifies the concatenated parts against `digest` and moves the blob into
-   * place durably. A single part already hashed to `digest` is renamed, not copied.
+   * place durably. A single part already hashed to `digest` is not copied.
    */
   finish(uploadId: string, parts: WrittenPart[], digest: Digest): Promise<FinishResult>;
   /** Removes everything of a session. */
   removeUpload(uploadId: string): Promise<void>;
-  /** Session ids with files on disk and their last change (the sweeper, fsck). */
+  /**
+   * Sessions that have anything stored, with the newest change to anything in
+   * them (the sweeper removes those no record points at once they are old).
+   */
   listUploads(): AsyncIterable<{ uploadId: string; modifiedAt: number }>;
+  /** The parts stored for a session, by the names {@linkcode WrittenPart.file} uses. */
+  listParts(uploadId: string): AsyncIterable<{ file: string; size: number }>;
 }
+
+/** Something in a store that is neither a blob nor part of a session. */
+export interface Debris {
+  /** Where it is, relative to the store (`tmp/1a2b…`, `blobs/md5`). */
+  where: string;
+  /** What it is (`temporary file`, `not a blob file`). */
+  what: string;
+  size: number;
+  modifiedAt: number;
+  /** Removes it. */
+  remove(): Promise<void>;
+}
+
+/** What fsck and the sweeper need beyond blobs and sessions. */
+export interface StoreAudit {
+  /**
+   * Entries that do not belong: misplaced or misnamed files in the blob area
+   * (`problem`), and temporary files left by a crash (`leftover`).
+   */
+  debris(): AsyncIterable<Debris & { kind: "problem" | "leftover" }>;
+}
+
+/** Everything a backend provides. */
+export type Storage = BlobStore & UploadStore & StoreAudit;

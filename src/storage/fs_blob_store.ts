@@ -25,11 +25,21 @@ import {
   makeDigest,
 } from "../oci/digest.ts";
 import type { ByteRange } from "../oci/range.ts";
-import type { BlobRead, BlobStore, FinishResult, UploadStore, WrittenPart } from "./blob_store.ts";
+import type {
+  BlobInfo,
+  BlobRead,
+  Debris,
+  FinishResult,
+  Storage,
+  WrittenPart,
+} from "./blob_store.ts";
 import { fileStream, READ_BUFFER_BYTES, writeBody } from "./streams.ts";
 
 const UPLOAD_ID_REGEXP = /^[A-Za-z0-9-]{1,64}$/;
-const PART_FILE_REGEXP = /^p-[a-f0-9]{16}$/;
+/** A file of a session directory: parts (`p-…`), assemblies (`a-…`), or debris to remove. */
+const SESSION_FILE_REGEXP = /^(?!\.\.?$)[A-Za-z0-9._-]{1,100}$/;
+const ALGORITHMS = ["sha256", "sha512"] as const;
+const HEX_REGEXP = { sha256: /^[a-f0-9]{64}$/, sha512: /^[a-f0-9]{128}$/ } as const;
 
 function randomName(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(8));
@@ -53,8 +63,47 @@ async function syncDir(path: string): Promise<void> {
   }
 }
 
+async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.lstat(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return null;
+    throw error;
+  }
+}
+
+async function readDirSorted(path: string): Promise<Deno.DirEntry[]> {
+  const entries: Deno.DirEntry[] = [];
+  try {
+    for await (const entry of Deno.readDir(path)) entries.push(entry);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** Size of a file, or of the files directly inside a directory. */
+async function sizeOf(path: string, info: Deno.FileInfo): Promise<number> {
+  if (!info.isDirectory) return info.size;
+  let size = 0;
+  for (const entry of await readDirSorted(path)) {
+    size += (await statOrNull(join(path, entry.name)))?.size ?? 0;
+  }
+  return size;
+}
+
+/** Newest modification of a directory or anything directly inside it. */
+async function newestMtime(dir: string): Promise<number> {
+  let newest = (await statOrNull(dir))?.mtime?.getTime() ?? 0;
+  for (const entry of await readDirSorted(dir)) {
+    const info = await statOrNull(join(dir, entry.name));
+    newest = Math.max(newest, info?.mtime?.getTime() ?? 0);
+  }
+  return newest;
+}
+
 /** Blob and upload storage in a directory. */
-export class FsBlobStore implements BlobStore, UploadStore {
+export class FsBlobStore implements Storage {
   readonly root: string;
 
   private constructor(root: string) {
@@ -69,6 +118,15 @@ export class FsBlobStore implements BlobStore, UploadStore {
     return new FsBlobStore(root);
   }
 
+  get location(): string {
+    return `file:${this.root}`;
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** The file of a blob (benchmarks serve it with another server; nothing else needs it). */
   blobPath(digest: Digest): string {
     const hex = digestHex(digest);
     return join(this.root, "blobs", digestAlgorithm(digest), hex.slice(0, 2), hex);
@@ -80,13 +138,14 @@ export class FsBlobStore implements BlobStore, UploadStore {
   }
 
   #partPath(uploadId: string, file: string): string {
-    if (!PART_FILE_REGEXP.test(file)) throw new Error(`Unsafe part name "${file}"`);
+    if (!SESSION_FILE_REGEXP.test(file)) throw new Error(`Unsafe part name "${file}"`);
     return join(this.#uploadDir(uploadId), file);
   }
 
-  async stat(digest: Digest): Promise<{ size: number } | null> {
+  async stat(digest: Digest): Promise<BlobInfo | null> {
     try {
-      return { size: (await Deno.stat(this.blobPath(digest))).size };
+      const info = await Deno.stat(this.blobPath(digest));
+      return { size: info.size, modifiedAt: info.mtime?.getTime() ?? 0 };
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) return null;
       throw error;
@@ -140,16 +199,66 @@ export class FsBlobStore implements BlobStore, UploadStore {
     }
   }
 
+  /** Every well-formed blob file, in order; anything else is {@linkcode debris}. */
   async *list(): AsyncIterable<Digest> {
-    for (const algorithm of ["sha256", "sha512"] as const) {
+    for (const algorithm of ALGORITHMS) {
       const base = join(this.root, "blobs", algorithm);
-      for await (const prefix of Deno.readDir(base)) {
-        if (!prefix.isDirectory) continue;
-        for await (const entry of Deno.readDir(join(base, prefix.name))) {
-          if (entry.isFile) yield makeDigest(algorithm, entry.name);
+      for (const prefix of await readDirSorted(base)) {
+        if (!prefix.isDirectory || !/^[a-f0-9]{2}$/.test(prefix.name)) continue;
+        for (const entry of await readDirSorted(join(base, prefix.name))) {
+          if (this.#isBlobFile(algorithm, prefix.name, entry)) {
+            yield makeDigest(algorithm, entry.name);
+          }
         }
       }
     }
+  }
+
+  #isBlobFile(algorithm: Algorithm, prefix: string, entry: Deno.DirEntry): boolean {
+    return entry.isFile && HEX_REGEXP[algorithm].test(entry.name) && entry.name.startsWith(prefix);
+  }
+
+  async *debris(): AsyncIterable<Debris & { kind: "problem" | "leftover" }> {
+    const item = async (where: string, what: string, kind: "problem" | "leftover") => {
+      const path = join(this.root, where);
+      const info = await statOrNull(path);
+      if (!info) return null;
+      return {
+        where,
+        what,
+        kind,
+        size: await sizeOf(path, info),
+        modifiedAt: info.mtime?.getTime() ?? 0,
+        remove: () => removeQuietly(path, true),
+      };
+    };
+    const found: (Debris & { kind: "problem" | "leftover" } | null)[] = [];
+    // Only the algorithms' folders belong directly under blobs/.
+    for (const entry of await readDirSorted(join(this.root, "blobs"))) {
+      if (entry.isDirectory && (ALGORITHMS as readonly string[]).includes(entry.name)) continue;
+      found.push(await item(`blobs/${entry.name}`, "does not belong in the blob store", "problem"));
+    }
+    for (const algorithm of ALGORITHMS) {
+      for (const prefix of await readDirSorted(join(this.root, "blobs", algorithm))) {
+        const dir = `blobs/${algorithm}/${prefix.name}`;
+        if (!prefix.isDirectory || !/^[a-f0-9]{2}$/.test(prefix.name)) {
+          found.push(await item(dir, "does not belong in the blob store", "problem"));
+          continue;
+        }
+        for (const entry of await readDirSorted(join(this.root, dir))) {
+          if (this.#isBlobFile(algorithm, prefix.name, entry)) continue;
+          found.push(await item(`${dir}/${entry.name}`, "is not a blob file", "problem"));
+        }
+      }
+    }
+    for (const entry of await readDirSorted(join(this.root, "tmp"))) {
+      found.push(await item(`tmp/${entry.name}`, "temporary file", "leftover"));
+    }
+    for (const entry of await readDirSorted(join(this.root, "uploads"))) {
+      if (entry.isDirectory && UPLOAD_ID_REGEXP.test(entry.name)) continue;
+      found.push(await item(`uploads/${entry.name}`, "not an upload session", "leftover"));
+    }
+    for (const one of found) if (one) yield one;
   }
 
   async writePart(
@@ -315,30 +424,19 @@ export class FsBlobStore implements BlobStore, UploadStore {
 
   async *listUploads(): AsyncIterable<{ uploadId: string; modifiedAt: number }> {
     const base = join(this.root, "uploads");
-    for await (const entry of Deno.readDir(base)) {
+    for (const entry of await readDirSorted(base)) {
       if (!entry.isDirectory || !UPLOAD_ID_REGEXP.test(entry.name)) continue;
-      try {
-        const info = await Deno.stat(join(base, entry.name));
-        yield { uploadId: entry.name, modifiedAt: info.mtime?.getTime() ?? 0 };
-      } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) throw error;
-      }
+      const modifiedAt = await newestMtime(join(base, entry.name));
+      if (modifiedAt !== 0) yield { uploadId: entry.name, modifiedAt };
     }
   }
 
-  /** Temp files older than `before` (ms since epoch) in `tmp/`, removed. */
-  async sweepTemp(before: number): Promise<number> {
-    let removed = 0;
-    const base = join(this.root, "tmp");
-    for await (const entry of Deno.readDir(base)) {
-      const path = join(base, entry.name);
-      const info = await Deno.stat(path).catch(() => null);
-      if (info && (info.mtime?.getTime() ?? 0) < before) {
-        await removeQuietly(path, true);
-        removed++;
-      }
+  async *listParts(uploadId: string): AsyncIterable<{ file: string; size: number }> {
+    const dir = this.#uploadDir(uploadId);
+    for (const entry of await readDirSorted(dir)) {
+      const info = await statOrNull(join(dir, entry.name));
+      if (info) yield { file: entry.name, size: info.isFile ? info.size : 0 };
     }
-    return removed;
   }
 }
 

@@ -40,7 +40,7 @@ Deno.test("FsBlobStore.open() creates the layout and reopens an existing one", a
   const bytes = bytesOf(10);
   await store.put(digestOf(bytes), bodyOf(bytes));
   const again = await FsBlobStore.open(store.root);
-  assert.deepEqual(await again.stat(digestOf(bytes)), { size: 10 });
+  assert.equal((await again.stat(digestOf(bytes)))?.size, 10);
 });
 
 Deno.test("FsBlobStore.blobPath() follows blobs/<algorithm>/<2 hex>/<hex>", async () => {
@@ -139,7 +139,7 @@ Deno.test("FsBlobStore.listUploads() skips files and unsafe names in uploads/", 
   assert.deepEqual(ids, ["real"]);
 });
 
-Deno.test("FsBlobStore.sweepTemp() removes only temp entries older than the cutoff", async () => {
+Deno.test("FsBlobStore.debris() lists temp entries as leftovers with their age; remove() takes them", async () => {
   await using store = await tempStore();
   const tmp = join(store.root, "tmp");
   const now = Date.now();
@@ -147,14 +147,39 @@ Deno.test("FsBlobStore.sweepTemp() removes only temp entries older than the cuto
   await Deno.writeTextFile(join(tmp, "old-file"), "x");
   await Deno.utime(join(tmp, "old-file"), old, old);
   await Deno.mkdir(join(tmp, "old-dir"));
-  await Deno.writeTextFile(join(tmp, "old-dir", "inner"), "x");
+  await Deno.writeTextFile(join(tmp, "old-dir", "inner"), "xy");
   await Deno.utime(join(tmp, "old-dir"), old, old);
   await Deno.writeTextFile(join(tmp, "fresh-file"), "x");
-  assert.equal(await store.sweepTemp(now - 60_000), 2);
+  const found = [];
+  for await (const item of store.debris()) found.push(item);
+  assert.deepEqual(
+    found.map((d) => [d.where, d.kind, d.size, d.modifiedAt < now - 60_000]),
+    [
+      ["tmp/fresh-file", "leftover", 1, false],
+      ["tmp/old-dir", "leftover", 2, true],
+      ["tmp/old-file", "leftover", 1, true],
+    ],
+  );
+  for (const item of found) if (item.modifiedAt < now - 60_000) await item.remove();
   const left = [];
   for await (const entry of Deno.readDir(tmp)) left.push(entry.name);
   assert.deepEqual(left, ["fresh-file"]);
-  assert.equal(await store.sweepTemp(now - 60_000), 0);
-  // A cutoff in the future takes everything.
-  assert.equal(await store.sweepTemp(now + 60_000), 1);
+});
+
+Deno.test("FsBlobStore.debris() reports what does not belong under blobs/ as problems", async () => {
+  await using store = await tempStore();
+  await Deno.mkdir(join(store.root, "blobs", "md5"));
+  await Deno.writeTextFile(join(store.root, "blobs", "sha256", "zz"), "x");
+  await Deno.mkdir(join(store.root, "blobs", "sha256", "ab"));
+  await Deno.writeTextFile(join(store.root, "blobs", "sha256", "ab", "not-hex"), "x");
+  const found = [];
+  for await (const item of store.debris()) found.push([item.where, item.kind]);
+  assert.deepEqual(found, [
+    ["blobs/md5", "problem"],
+    ["blobs/sha256/ab/not-hex", "problem"],
+    ["blobs/sha256/zz", "problem"],
+  ]);
+  const listed = [];
+  for await (const digest of store.list()) listed.push(digest);
+  assert.deepEqual(listed, []);
 });

@@ -170,6 +170,11 @@ export function manifestRoutes({ meta, blobs, config }: Deps): Route[] {
         digest,
         record,
         tags,
+        refs: {
+          blobs: parsed.blobs,
+          manifests: parsed.manifests,
+          ...(parsed.subject ? { subject: parsed.subject } : {}),
+        },
         ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
       });
       const headers: Record<string, string> = {
