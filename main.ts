@@ -31,30 +31,35 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
   );
   const drain = new Drain();
   const app = drain.wrap(createApp({ meta: stores.meta, blobs: stores.blobs, config, log }));
+  const onListen = ({ hostname, port }: Deno.NetAddr) => {
+    const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+    console.log(
+      `Berth listening on http://${host}:${port}/ (data ${config.data}, kv ${
+        kvLocation(config)
+      }, blobs ${stores.blobs.location})`,
+    );
+  };
+  const { hostname, port } = config.listen;
+  const { idleTimeoutMs, maxConnections } = config;
+  // The connection guard bounds idle and total connections; 0 serves directly. Listening
+  // can fail synchronously (address in use): nothing else is started before it succeeds,
+  // and the stores are closed.
+  const server = await startup(`Cannot listen on ${hostname}:${port}`, async () => {
+    try {
+      return idleTimeoutMs > 0
+        ? serveGuarded({ hostname, port, idleTimeoutMs, maxConnections, onListen }, app)
+        : Deno.serve({ hostname, port, onListen }, app);
+    } catch (error) {
+      await stores.close();
+      throw error;
+    }
+  });
   const stopSweeper = startSweeper(stores.meta, stores.blobs, {
     ttlMs: config.uploadTtlMs,
     intervalMs: Math.min(Math.max(config.uploadTtlMs / 10, 1000), 60_000),
     onError: (error) => log.error("sweep failed", { error }),
     onSweep: (report) => log.debug("sweep", { ...report }),
   });
-  const onListen = ({ hostname, port }: Deno.NetAddr) => {
-    const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-    console.log(
-      `Berth listening on http://${host}:${port}/ (data ${config.data}, kv ${kvLocation(config)})`,
-    );
-  };
-  const { hostname, port } = config.listen;
-  const { idleTimeoutMs, maxConnections } = config;
-  // The connection guard bounds idle and total connections; 0 serves directly.
-  const server = await startup(`Cannot listen on ${hostname}:${port}`, () =>
-    Promise.resolve(
-      idleTimeoutMs > 0
-        ? serveGuarded({ hostname, port, idleTimeoutMs, maxConnections, onListen }, app)
-        : Deno.serve({ hostname, port, onListen }, app),
-    ).catch((error) => {
-      stores.close();
-      throw error;
-    }));
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) {
@@ -82,7 +87,7 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
       });
     }
     await stopSweeper();
-    stores.close();
+    await stores.close();
     Deno.exit(0);
   };
   for (const signal of ["SIGINT", "SIGTERM"] as const) {

@@ -13,6 +13,8 @@ export interface Config {
   data: string;
   /** KV location: a file path, a URL (KV Connect) or `:memory:`; "" means `<data>/meta.kv`. */
   kv: string;
+  /** Where blob bytes live: `file:PATH` (a directory); "" means the filesystem store in `<data>`. */
+  blobs: string;
   maxManifestBytes: number;
   uploadTtlMs: number;
   deleteEnabled: boolean;
@@ -184,6 +186,22 @@ export const OPTIONS: OptionSpec[] = [
         throw bad("kv", value, this.allowed);
       }
       config.kv = value;
+    },
+  },
+  {
+    flag: "blobs",
+    kind: "string",
+    default: "",
+    help:
+      "Where blob bytes live: a directory, or file:DIR (default: the filesystem store in <data>)",
+    allowed: "a directory path or file:DIR",
+    apply(config, value) {
+      // Other backends add their scheme here and in src/storage/open.ts.
+      const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(value)?.[1];
+      if ((scheme !== undefined && scheme !== "file") || value.trim() === "file:") {
+        throw bad("blobs", value, this.allowed);
+      }
+      config.blobs = value;
     },
   },
   {

@@ -42,6 +42,7 @@ const DEFAULTS: Config = {
   listen: { hostname: "127.0.0.1", port: 5000 },
   data: "./data",
   kv: "",
+  blobs: "",
   maxManifestBytes: 4 * 1024 * 1024,
   uploadTtlMs: 24 * 3600 * 1000,
   deleteEnabled: true,
@@ -76,6 +77,8 @@ Deno.test("parseCli() reads every option from flags", () => {
       "--data=/var/lib/berth",
       "--kv",
       ":memory:",
+      "--blobs",
+      "/srv/blobs",
       "--max-manifest-bytes",
       "8MiB",
       "--upload-ttl",
@@ -106,6 +109,7 @@ Deno.test("parseCli() reads every option from flags", () => {
     listen: { hostname: "0.0.0.0", port: 8080 },
     data: "/var/lib/berth",
     kv: ":memory:",
+    blobs: "/srv/blobs",
     maxManifestBytes: 8 * 1024 * 1024,
     uploadTtlMs: 15 * 60 * 1000,
     deleteEnabled: false,
@@ -126,6 +130,7 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     BERTH_LISTEN: "[::1]:0",
     BERTH_DATA: "/d",
     BERTH_KV: "https://kv.example/db",
+    BERTH_BLOBS: "file:/b",
     BERTH_MAX_MANIFEST_BYTES: "1048576",
     BERTH_UPLOAD_TTL: "2h",
     BERTH_NO_DELETE: "yes",
@@ -143,6 +148,7 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     listen: { hostname: "::1", port: 0 },
     data: "/d",
     kv: "https://kv.example/db",
+    blobs: "file:/b",
     maxManifestBytes: 1048576,
     uploadTtlMs: 2 * 3600 * 1000,
     deleteEnabled: false,
@@ -181,6 +187,7 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     listen: { hostname: "localhost", port: 5001 },
     data: "/srv",
     kv: "/srv/meta.kv",
+    blobs: "",
     maxManifestBytes: 2048,
     uploadTtlMs: 7 * 86400 * 1000,
     deleteEnabled: false,
@@ -318,6 +325,10 @@ const BAD_VALUES: Record<string, { values: string[]; allowed: RegExp }> = {
     values: ["500ms", "0s", "2d", "5", "-1s", ""],
     allowed: /0, or a duration from 1s to 1d/,
   },
+  blobs: {
+    values: ["s3x://bucket", "ftp://h/x", "file:"],
+    allowed: /a directory path or file:DIR/,
+  },
   kv: {
     values: ["ftp://x/db", "redis://h:1", "HTTPS://kv.example/db"],
     allowed: /a path, an http\(s\) URL or :memory:/,
@@ -436,6 +447,7 @@ Deno.test("helpText() lists every option with its env variable and default", () 
   const flags = OPTIONS.map((o) => o.flag);
   // Every Config field has an option (guards against a field without a flag).
   assert.deepEqual(flags.sort(), [
+    "blobs",
     "body-timeout",
     "data",
     "idle-timeout",
@@ -478,5 +490,15 @@ Deno.test("parseCli() says when a bad value came from the environment or the con
     assert.fail("expected a ConfigError");
   } catch (error) {
     assert.match((error as Error).message, /--max-uploads.*\(from --config "\/c\.json"\)/);
+  }
+});
+
+Deno.test("parseCli() takes --blobs as a directory or file:DIR, and refuses other schemes", () => {
+  assert.equal(parseCli(["--blobs", "/srv/blobs"], {}, noFiles).config.blobs, "/srv/blobs");
+  assert.equal(parseCli(["--blobs", "file:/srv/b"], {}, noFiles).config.blobs, "file:/srv/b");
+  assert.equal(parseCli([], { BERTH_BLOBS: "file:///b" }, noFiles).config.blobs, "file:///b");
+  for (const bad of ["s3x://bucket", "ftp://host/x", "file:"]) {
+    const error = configError(() => parseCli(["--blobs", bad], {}, noFiles));
+    assert.match(error.message, /--blobs/);
   }
 });

@@ -53,7 +53,7 @@ import {
   type UploadRecord,
   uploadTotalKey,
 } from "./meta/keys.ts";
-import { type MetadataStore, referrerEntry } from "./meta/metadata_store.ts";
+import { type KvMetadataStore, referrerEntry, type Revision } from "./meta/metadata_store.ts";
 import { type Algorithm, type Digest, HEX_LENGTH, parseDigest } from "./oci/digest.ts";
 import { parseManifest } from "./oci/manifest.ts";
 import { openStores } from "./open.ts";
@@ -210,7 +210,7 @@ class Check {
   readonly sessionCounts = new Map<string, number>();
 
   constructor(
-    readonly meta: MetadataStore,
+    readonly meta: KvMetadataStore,
     readonly blobStore: FsBlobStore,
     readonly repair: boolean,
     readonly out: (line: string) => void,
@@ -772,10 +772,14 @@ class Check {
         let removed = false;
         await this.problem(`${where} cannot be completed: ${faults.join("; ")}`, async () => {
           removed = valid
-            ? await this.meta.endUpload(uploadId as string, entry as Deno.KvEntry<UploadRecord>)
+            ? await this.meta.endUpload({
+              uploadId: uploadId as string,
+              record: record as unknown as UploadRecord,
+              revision: entry.versionstamp as Revision,
+            })
             : (await this.kv.commit((op) => op.check(entry).delete(entry.key))) !== null;
           if (!removed) return null;
-          if (typeof uploadId === "string") await this.meta.deleteParts(uploadId);
+          if (typeof uploadId === "string") await this.meta.sweepOrphanParts();
           if (typeof uploadId === "string" && UPLOAD_ID_REGEXP.test(uploadId)) {
             await this.blobStore.removeUpload(uploadId);
           }
@@ -918,7 +922,7 @@ class Check {
  * @returns the exit code: 0 clean, 1 problems found, 2 no data directory
  */
 export async function fsck(
-  config: Pick<Config, "data" | "kv">,
+  config: Pick<Config, "data" | "kv"> & Partial<Pick<Config, "blobs">>,
   options: FsckOptions,
 ): Promise<number> {
   const out = options.out ?? ((line: string) => console.log(line));
@@ -928,11 +932,11 @@ export async function fsck(
     out(`fsck: data directory "${config.data}" does not exist`);
     return 2;
   }
-  const stores = await openStores(config);
+  const stores = await openStores({ blobs: "", ...config });
   try {
     const check = new Check(
       stores.meta,
-      stores.blobs,
+      stores.blobs as FsBlobStore,
       options.repair,
       out,
       new Progress(progressWrite, options.progressEveryMs ?? 1000),
@@ -965,6 +969,6 @@ export async function fsck(
     );
     return check.problems === 0 ? 0 : 1;
   } finally {
-    stores.close();
+    await stores.close();
   }
 }

@@ -27,7 +27,8 @@ import {
   uploadTotalKey,
 } from "./meta/keys.ts";
 import type { Digest } from "./oci/digest.ts";
-import { openStores, type Stores } from "./open.ts";
+import { kvLocation, openStores, type Stores } from "./open.ts";
+import type { FsBlobStore } from "./storage/fs_blob_store.ts";
 import { imageManifest, randomBytes, sha256 } from "../tests/_registry.ts";
 
 const MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json";
@@ -169,15 +170,28 @@ async function withStore<T>(
 
 async function open(
   config: Config,
-): Promise<{ stores: Stores; app: App; [Symbol.dispose](): void }> {
+): Promise<
+  { stores: Stores; kv: Deno.Kv; blobs: FsBlobStore; app: App; [Symbol.dispose](): void }
+> {
   const stores = await openStores(config);
+  // A second handle on the same KV file, to damage records on purpose.
+  const kv = await Deno.openKv(kvLocation(config));
   const app = createApp({
     meta: stores.meta,
     blobs: stores.blobs,
     config,
     log: createLogger("off"),
   });
-  return { stores, app, [Symbol.dispose]: () => stores.close() };
+  return {
+    stores,
+    kv,
+    blobs: stores.blobs as FsBlobStore,
+    app,
+    [Symbol.dispose]: () => {
+      kv.close();
+      stores.close();
+    },
+  };
 }
 
 /** Runs fsck, capturing its report. */
@@ -231,8 +245,8 @@ Deno.test("fsck() reports every kind of damage, --repair fixes it, and a second 
       using s = await open(config);
       built = await populate(s.app);
       const { a, b, c, signature, otherUpload } = built;
-      const kv = s.stores.meta.kv.raw;
-      const blobs = s.stores.blobs;
+      const kv = s.kv;
+      const blobs = s.blobs;
       // 1. Corrupt bytes (same size) under b's layer; its link can no longer be served.
       await Deno.writeFile(blobs.blobPath(b.layer), randomBytes(b.layerBytes.length, 99));
       // 2. c's manifest bytes lost: the record and the tag c1 cannot be served.
@@ -368,7 +382,7 @@ Deno.test("fsck() reports every kind of damage, --repair fixes it, and a second 
     assert.equal((await call(s.app, "GET", "/v2/other/manifests/c1")).status, 404);
     assert.equal((await call(s.app, "GET", "/v2/lib/app/manifests/ghost")).status, 404);
     assert.equal((await call(s.app, "HEAD", `/v2/lib/app/blobs/${b.layer}`)).status, 404);
-    await assert.rejects(Deno.stat(s.stores.blobs.blobPath(b.layer)), Deno.errors.NotFound);
+    await assert.rejects(Deno.stat(s.blobs.blobPath(b.layer)), Deno.errors.NotFound);
     const mounted = await call(s.app, "GET", `/v2/other/blobs/${a.layer}`);
     assert.deepEqual(mounted.body, a.layerBytes);
     assert.equal(mounted.headers.get("Content-Length"), String(a.layerBytes.length));
@@ -427,7 +441,7 @@ Deno.test("fsck() as `main.ts fsck` exits 1 on a damaged store and 0 once repair
     {
       using s = await open(config);
       const { b } = await populate(s.app);
-      await Deno.writeFile(s.stores.blobs.blobPath(b.config), enc.encode("{}"));
+      await Deno.writeFile(s.blobs.blobPath(b.config), enc.encode("{}"));
     }
     const main = new URL("../main.ts", import.meta.url).pathname;
     const cli = async (...extra: string[]) => {
@@ -456,7 +470,7 @@ Deno.test("fsck() rewrites a record that disagrees with its bytes, and its refer
       using s = await open(config);
       built = await populate(s.app);
       const { a, signature } = built;
-      const kv = s.stores.meta.kv.raw;
+      const kv = s.kv;
       const key = manifestKey("lib/app", signature.digest);
       const record = (await kv.get<ManifestRecord>(key)).value!;
       const wrongKey = referrerKey("lib/app", a.digest, "application/wrong", signature.digest);
@@ -497,7 +511,7 @@ Deno.test("fsck() reports a tag whose media type disagrees with its manifest, an
     {
       using s = await open(config);
       await populate(s.app);
-      const kv = s.stores.meta.kv.raw;
+      const kv = s.kv;
       const latest = await kv.get<Record<string, unknown>>(tagKey("lib/app", "latest"));
       await kv.set(tagKey("lib/app", "latest"), {
         ...latest.value,

@@ -1,19 +1,21 @@
 /**
- * Opens the stores a configuration names: KV (file, URL or memory) and the
- * filesystem blob store. Shared by `serve`, `fsck` and the tests.
+ * Opens the stores a configuration names: the metadata store (KV: a file, a
+ * KV Connect URL or memory) and the blob store (`--blobs`), and brings the
+ * metadata schema up to date. Shared by `serve`, `fsck` and the tests.
  *
  * @module
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Config } from "./config.ts";
-import { MetadataStore } from "./meta/metadata_store.ts";
-import { FsBlobStore } from "./storage/fs_blob_store.ts";
+import { KvMetadataStore } from "./meta/metadata_store.ts";
+import type { Storage } from "./storage/blob_store.ts";
+import { openBlobStore } from "./storage/open.ts";
 
 /** Open stores; `close()` releases them. */
 export interface Stores {
-  meta: MetadataStore;
-  blobs: FsBlobStore;
-  close(): void;
+  meta: KvMetadataStore;
+  blobs: Storage;
+  close(): Promise<void>;
 }
 
 /** Where KV lives for `config`. */
@@ -21,12 +23,27 @@ export function kvLocation(config: Pick<Config, "kv" | "data">): string {
   return config.kv === "" ? join(config.data, "meta.kv") : config.kv;
 }
 
-/** Opens KV and the blob store of `config`, creating the data directory if needed. */
-export async function openStores(config: Pick<Config, "kv" | "data">): Promise<Stores> {
-  await Deno.mkdir(config.data, { recursive: true });
-  const blobs = await FsBlobStore.open(config.data);
+/** Opens KV and the blob store of `config`. */
+export async function openStores(config: Pick<Config, "kv" | "data" | "blobs">): Promise<Stores> {
   const location = kvLocation(config);
-  const kv = await Deno.openKv(location === ":memory:" ? ":memory:" : location);
-  const meta = new MetadataStore(kv);
-  return { meta, blobs, close: () => kv.close() };
+  const remote = location === ":memory:" || /^https?:\/\//.test(location);
+  // A KV file's folder (the data directory by default) must exist before SQLite opens it.
+  if (!remote) await Deno.mkdir(dirname(location), { recursive: true });
+  const blobs = await openBlobStore(config);
+  let kv: Deno.Kv;
+  try {
+    kv = await Deno.openKv(location);
+  } catch (error) {
+    await blobs.close();
+    throw error;
+  }
+  const meta = new KvMetadataStore(kv);
+  return {
+    meta,
+    blobs,
+    async close() {
+      meta.close();
+      await blobs.close();
+    },
+  };
 }

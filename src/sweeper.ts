@@ -6,8 +6,6 @@
  *
  * @module
  */
-import type { UploadRecord } from "./meta/keys.ts";
-import { allUploadParts, uploadsPrefix } from "./meta/keys.ts";
 import type { MetadataStore } from "./meta/metadata_store.ts";
 import type { Storage } from "./storage/blob_store.ts";
 
@@ -33,16 +31,15 @@ export async function sweep(
     tempFiles: 0,
     orphanParts: 0,
   };
-  for await (const entry of meta.kv.scan<UploadRecord>(uploadsPrefix())) {
-    if (entry.value.updatedAt >= cutoff) continue;
-    const uploadId = entry.key[1] as string;
-    if (await meta.endUpload(uploadId, entry)) {
-      await blobs.removeUpload(uploadId);
+  for await (const session of meta.scanUploads()) {
+    if (session.record.updatedAt >= cutoff) continue;
+    if (await meta.endUpload(session)) {
+      await blobs.removeUpload(session.uploadId);
       report.expiredSessions++;
     }
   }
   for await (const { uploadId, modifiedAt } of blobs.listUploads()) {
-    if (modifiedAt >= cutoff || (await meta.getUpload(uploadId)).value) continue;
+    if (modifiedAt >= cutoff || await meta.getUpload(uploadId)) continue;
     await blobs.removeUpload(uploadId);
     report.orphanUploads++;
   }
@@ -51,16 +48,7 @@ export async function sweep(
     await item.remove();
     report.tempFiles++;
   }
-  let previous = "";
-  for await (const entry of meta.kv.scan(allUploadParts())) {
-    const uploadId = entry.key[1] as string;
-    if (uploadId === previous) continue;
-    previous = uploadId;
-    if (!(await meta.getUpload(uploadId)).value) {
-      await meta.deleteParts(uploadId);
-      report.orphanParts++;
-    }
-  }
+  report.orphanParts = await meta.sweepOrphanParts();
   return report;
 }
 

@@ -1,5 +1,5 @@
 /**
- * Unit tests of the sweeper (checklist A5 "expire abandoned sessions"):
+ * Unit tests of the sweeper (abandoned upload sessions expire):
  * idle sessions expire with their files, and files no record points at go
  * once older than the upload TTL. Fresh ones stay.
  *
@@ -9,8 +9,8 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { makeDigest } from "./oci/digest.ts";
-import { uploadKey, uploadPartKey, uploadPartsPrefix, type UploadRecord } from "./meta/keys.ts";
-import { MetadataStore } from "./meta/metadata_store.ts";
+import { uploadKey, uploadPartKey, uploadPartsPrefix } from "./meta/keys.ts";
+import { KvMetadataStore } from "./meta/metadata_store.ts";
 import { FsBlobStore } from "./storage/fs_blob_store.ts";
 import { startSweeper, sweep, type SweepReport } from "./sweeper.ts";
 import { exists } from "../tests/_registry.ts";
@@ -18,7 +18,9 @@ import { exists } from "../tests/_registry.ts";
 const TTL = 3600_000;
 
 interface Env extends AsyncDisposable {
-  meta: MetadataStore;
+  meta: KvMetadataStore;
+  /** The KV itself, for making sessions look old. */
+  kv: Deno.Kv;
   blobs: FsBlobStore;
 }
 
@@ -26,7 +28,8 @@ async function openEnv(): Promise<Env> {
   const root = await Deno.makeTempDir({ prefix: "berth-sweeper-" });
   const kv = await Deno.openKv(":memory:");
   return {
-    meta: new MetadataStore(kv),
+    meta: new KvMetadataStore(kv),
+    kv,
     blobs: await FsBlobStore.open(root),
     async [Symbol.asyncDispose]() {
       kv.close();
@@ -38,18 +41,18 @@ async function openEnv(): Promise<Env> {
 /** Opens a session with one written and committed part. */
 async function openSession(env: Env, uploadId: string, name = "app"): Promise<void> {
   await env.meta.createUpload(uploadId, name, "sha256");
-  const entry = await env.meta.getUpload(uploadId);
-  assert.ok(entry.value);
+  const session = await env.meta.getUpload(uploadId);
+  assert.ok(session);
   const body = new Blob([new Uint8Array(100)]).stream();
   const part = await env.blobs.writePart(uploadId, body, { algorithm: "sha256" });
-  assert.ok(await env.meta.commitPart(uploadId, entry as Deno.KvEntry<UploadRecord>, part));
+  assert.ok(await env.meta.commitPart(session, part));
 }
 
 /** Makes a session look idle since `at` (ms since epoch). */
 async function idleSince(env: Env, uploadId: string, at: number): Promise<void> {
-  const entry = await env.meta.getUpload(uploadId);
-  assert.ok(entry.value);
-  await env.meta.kv.raw.set(uploadKey(uploadId), { ...entry.value, updatedAt: at });
+  const session = await env.meta.getUpload(uploadId);
+  assert.ok(session);
+  await env.kv.set(uploadKey(uploadId), { ...session.record, updatedAt: at });
 }
 
 /** Sets the mtime of a path and of everything directly in it. */
@@ -65,7 +68,7 @@ async function age(path: string, at: number): Promise<void> {
 
 async function partKeys(env: Env, uploadId: string): Promise<number> {
   let n = 0;
-  for await (const _ of env.meta.kv.raw.list({ prefix: uploadPartsPrefix(uploadId) })) n++;
+  for await (const _ of env.kv.list({ prefix: uploadPartsPrefix(uploadId) })) n++;
   return n;
 }
 
@@ -80,11 +83,11 @@ Deno.test("sweep() expires idle sessions with their files, parts and counts", as
   assert.deepEqual(await env.meta.countUploads("app"), { repo: 2, total: 2 });
   const report = await sweep(env.meta, env.blobs, { ttlMs: TTL, now });
   assert.deepEqual(report, { ...NONE, expiredSessions: 1 });
-  assert.equal((await env.meta.getUpload("old")).value, null);
+  assert.equal(await env.meta.getUpload("old"), null);
   assert.equal(await exists(join(env.blobs.root, "uploads", "old")), false);
   assert.equal(await partKeys(env, "old"), 0);
   assert.deepEqual(await env.meta.countUploads("app"), { repo: 1, total: 1 });
-  assert.ok((await env.meta.getUpload("fresh")).value);
+  assert.ok(await env.meta.getUpload("fresh"));
   assert.equal(await exists(join(env.blobs.root, "uploads", "fresh")), true);
   assert.equal(await partKeys(env, "fresh"), 1);
 });
@@ -95,7 +98,7 @@ Deno.test("sweep() keeps a session idle for just under the TTL", async () => {
   await openSession(env, "edge");
   await idleSince(env, "edge", now - TTL + 1000);
   assert.deepEqual(await sweep(env.meta, env.blobs, { ttlMs: TTL, now }), NONE);
-  assert.ok((await env.meta.getUpload("edge")).value);
+  assert.ok(await env.meta.getUpload("edge"));
 });
 
 Deno.test("sweep() keeps the files of a live session however old they are", async () => {
@@ -147,8 +150,8 @@ Deno.test("sweep() removes part keys whose session is gone", async () => {
   await using env = await openEnv();
   await openSession(env, "live");
   const stray = { file: "p-0000000000000000", size: 1, digest: "sha256:x" };
-  await env.meta.kv.raw.set(uploadPartKey("ghost", 0), stray);
-  await env.meta.kv.raw.set(uploadPartKey("ghost", 1), stray);
+  await env.kv.set(uploadPartKey("ghost", 0), stray);
+  await env.kv.set(uploadPartKey("ghost", 1), stray);
   const report = await sweep(env.meta, env.blobs, { ttlMs: TTL });
   assert.deepEqual(report, { ...NONE, orphanParts: 1 });
   assert.equal(await partKeys(env, "ghost"), 0);
@@ -188,5 +191,5 @@ Deno.test("startSweeper() sweeps on its interval and stops", async () => {
   } finally {
     await stop();
   }
-  assert.equal((await env.meta.getUpload("old")).value, null);
+  assert.equal(await env.meta.getUpload("old"), null);
 });

@@ -16,7 +16,7 @@ import {
   type UploadPart,
   type UploadRecord,
 } from "../src/meta/keys.ts";
-import type { MetadataStore } from "../src/meta/metadata_store.ts";
+import type { KvMetadataStore } from "../src/meta/metadata_store.ts";
 import type { FsBlobStore } from "../src/storage/fs_blob_store.ts";
 import type { Digest } from "../src/oci/digest.ts";
 
@@ -71,7 +71,7 @@ async function listDir(path: string): Promise<Deno.DirEntry[]> {
  * error listing every violation. Returns what it saw.
  */
 export async function checkConsistency(
-  meta: MetadataStore,
+  meta: KvMetadataStore,
   blobs: FsBlobStore,
 ): Promise<Snapshot> {
   const s: Snapshot = {

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { createApp } from "../src/app.ts";
 import { type Config, defaultConfig } from "../src/config.ts";
 import type { Logger } from "../src/log.ts";
-import { MetadataStore } from "../src/meta/metadata_store.ts";
+import { KvMetadataStore } from "../src/meta/metadata_store.ts";
 import { FsBlobStore } from "../src/storage/fs_blob_store.ts";
 import type { TestRegistry } from "./_registry.ts";
 
@@ -31,7 +31,7 @@ export class ObservedRegistry implements AsyncDisposable {
   #waiters = new Set<() => void>();
   #server!: Deno.HttpServer<Deno.NetAddr>;
   kv!: Deno.Kv;
-  meta!: MetadataStore;
+  meta!: KvMetadataStore;
   blobs!: FsBlobStore;
   dataDir = "";
   url = "";
@@ -42,7 +42,7 @@ export class ObservedRegistry implements AsyncDisposable {
     const reg = new ObservedRegistry();
     reg.dataDir = await Deno.makeTempDir({ prefix: "berth-observed-" });
     reg.kv = await Deno.openKv(":memory:");
-    reg.meta = new MetadataStore(reg.kv);
+    reg.meta = new KvMetadataStore(reg.kv);
     reg.blobs = await FsBlobStore.open(reg.dataDir);
     const config = { ...defaultConfig(), data: reg.dataDir, kv: ":memory:", ...overrides };
     const quiet = () => {};
@@ -109,6 +109,7 @@ export class ObservedRegistry implements AsyncDisposable {
       url: this.url,
       dataDir: this.dataDir,
       meta: this.meta,
+      kv: this.kv,
       blobs: this.blobs,
       fetch: (path, init) => this.fetch(path, init),
       [Symbol.asyncDispose]: () => this[Symbol.asyncDispose](),
@@ -125,7 +126,7 @@ export class ObservedRegistry implements AsyncDisposable {
 /** Everything written so far: KV keys with versionstamps, and the data directory trees. */
 export async function snapshot(reg: ObservedRegistry): Promise<string[]> {
   const out: string[] = [];
-  for await (const entry of reg.meta.kv.raw.list({ prefix: [] })) {
+  for await (const entry of reg.kv.list({ prefix: [] })) {
     out.push(`kv ${Deno.inspect(entry.key)} @${entry.versionstamp}`);
   }
   async function walk(dir: string, shown: string): Promise<void> {

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { createApp } from "../src/app.ts";
 import { type Config, defaultConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
-import { MetadataStore } from "../src/meta/metadata_store.ts";
+import { KvMetadataStore } from "../src/meta/metadata_store.ts";
 import { FsBlobStore } from "../src/storage/fs_blob_store.ts";
 import { bytesOf } from "../src/storage/_blob_store_suite.ts";
 
@@ -18,7 +18,9 @@ import { bytesOf } from "../src/storage/_blob_store_suite.ts";
 export interface TestRegistry extends AsyncDisposable {
   url: string;
   dataDir: string;
-  meta: MetadataStore;
+  meta: KvMetadataStore;
+  /** The registry's KV itself, for tests that inspect every key. */
+  kv: Deno.Kv;
   blobs: FsBlobStore;
   /** `fetch` relative to the registry. */
   fetch(path: string, init?: RequestInit): Promise<Response>;
@@ -35,7 +37,7 @@ export async function startRegistry(overrides: Partial<Config> = {}): Promise<Te
     ...overrides,
   };
   const kv = await Deno.openKv(":memory:");
-  const meta = new MetadataStore(kv);
+  const meta = new KvMetadataStore(kv);
   const blobs = await FsBlobStore.open(dataDir);
   const app = createApp({ meta, blobs, config, log: createLogger(config.logLevel) });
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app);
@@ -44,6 +46,7 @@ export async function startRegistry(overrides: Partial<Config> = {}): Promise<Te
     url,
     dataDir,
     meta,
+    kv,
     blobs,
     fetch: (path, init) => fetch(path.startsWith("http") ? path : url + path, init),
     async [Symbol.asyncDispose]() {

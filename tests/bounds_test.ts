@@ -32,7 +32,7 @@ import { join } from "node:path";
 import { createApp } from "../src/app.ts";
 import { type Config, defaultConfig } from "../src/config.ts";
 import type { Logger } from "../src/log.ts";
-import { MetadataStore } from "../src/meta/metadata_store.ts";
+import { KvMetadataStore } from "../src/meta/metadata_store.ts";
 import type { Digest } from "../src/oci/digest.ts";
 import { FsBlobStore } from "../src/storage/fs_blob_store.ts";
 import { type Fault, FaultyStore, ioError, noSpaceError } from "./_faulty_store.ts";
@@ -68,7 +68,8 @@ interface Berth extends AsyncDisposable {
   url: string;
   port: number;
   dataDir: string;
-  meta: MetadataStore;
+  meta: KvMetadataStore;
+  kv: Deno.Kv;
   store: FaultyStore;
   /** What Berth logged as unhandled errors. */
   errors: unknown[];
@@ -87,7 +88,7 @@ async function startBerth(
   const own = options.dataDir === undefined;
   const dataDir = options.dataDir ?? await Deno.makeTempDir({ prefix: "berth-bounds-" });
   const kv = await Deno.openKv(":memory:");
-  const meta = new MetadataStore(kv);
+  const meta = new KvMetadataStore(kv);
   const store = new FaultyStore(await FsBlobStore.open(dataDir));
   const errors: unknown[] = [];
   const quiet = () => {};
@@ -106,6 +107,7 @@ async function startBerth(
     port: server.addr.port,
     dataDir,
     meta,
+    kv,
     store,
     errors,
     fetch: (path, init) => fetch(url + path, init),
@@ -113,6 +115,7 @@ async function startBerth(
       url,
       dataDir,
       meta,
+      kv,
       blobs: store.inner,
       fetch: berth.fetch,
       [Symbol.asyncDispose]: () => berth[Symbol.asyncDispose](),
@@ -147,7 +150,7 @@ async function tree(dir: string): Promise<string[]> {
 /** Everything Berth has written: KV keys with versionstamps, and the data trees. */
 async function snapshot(reg: Berth): Promise<string[]> {
   const out: string[] = [];
-  for await (const entry of reg.meta.kv.raw.list({ prefix: [] })) {
+  for await (const entry of reg.kv.list({ prefix: [] })) {
     out.push(`kv ${Deno.inspect(entry.key)} = ${Deno.inspect(entry.value)} @${entry.versionstamp}`);
   }
   for (const dir of ["blobs", "uploads", "tmp"]) {

@@ -13,6 +13,7 @@ import assert from "node:assert/strict";
 import { checkConsistency, k, type Snapshot } from "./_consistency.ts";
 import { imageManifest, randomBytes, sha256, spawnRegistry } from "./_registry.ts";
 import { openStores } from "../src/open.ts";
+import type { FsBlobStore } from "../src/storage/fs_blob_store.ts";
 import { fsck } from "../src/fsck.ts";
 
 const MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json";
@@ -71,12 +72,12 @@ async function withTwoProcesses(
     assert.deepEqual(client.serverErrors, [], "no request answered 5xx");
     assert.equal(await a.stop(), 0, "A stops cleanly");
     assert.equal(await b.stop(), 0, "B stops cleanly");
-    const stores = await openStores({ data: dir, kv: "" });
+    const stores = await openStores({ data: dir, kv: "", blobs: "" });
     let snapshot: Snapshot;
     try {
-      snapshot = await checkConsistency(stores.meta, stores.blobs);
+      snapshot = await checkConsistency(stores.meta, stores.blobs as FsBlobStore);
     } finally {
-      stores.close();
+      await stores.close();
     }
     const lines: string[] = [];
     const code = await fsck({ data: dir, kv: "" }, {

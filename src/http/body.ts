@@ -41,3 +41,8 @@ export function requestBody(req: Request, ms: number): ReadableStream<Uint8Array
     },
   }, { highWaterMark: 0 });
 }
+
+/** Cancels a request body that will not be read. */
+export async function discardBody(req: Request): Promise<void> {
+  if (req.body && !req.bodyUsed) await req.body.cancel().catch(() => {});
+}

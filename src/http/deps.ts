@@ -1,25 +1,18 @@
 /**
- * What handlers are given: the stores, the settings that shape answers, and
- * the logger. Passed through closures, never module globals.
+ * What the app is built from, and what route handlers are given: the
+ * registry service layer and the settings of the HTTP translation. Passed
+ * through closures, never module globals.
  *
  * @module
  */
-import type { Config } from "../config.ts";
 import type { Logger } from "../log.ts";
 import type { MetadataStore } from "../meta/metadata_store.ts";
+import type { RegistryConfig } from "../registry/context.ts";
+import type { Registry } from "../registry/registry.ts";
 import type { Storage } from "../storage/blob_store.ts";
 
-/** Settings handlers read. */
-export type AppConfig = Pick<
-  Config,
-  | "maxManifestBytes"
-  | "deleteEnabled"
-  | "autoMount"
-  | "maxUploadsPerRepo"
-  | "maxUploads"
-  | "tagsPageMax"
-  | "bodyTimeoutMs"
->;
+/** Settings the app reads. */
+export type AppConfig = RegistryConfig;
 
 /** Dependencies of the app. */
 export interface Deps {
@@ -27,4 +20,11 @@ export interface Deps {
   blobs: Storage;
   config: AppConfig;
   log: Logger;
+}
+
+/** What route handlers get. */
+export interface HandlerDeps {
+  registry: Registry;
+  /** How long a request body may send nothing before it is a 408. */
+  bodyTimeoutMs: number;
 }

@@ -1,41 +1,49 @@
 /**
- * A small router: routes are `{ method, path, handler }` with URLPattern-style
- * templates (`/v2/:name+/blobs/:digest`), compiled to one RegExp each.
- * URLPattern itself costs about 5 µs per `exec` on Deno 2.9.6, more than the
- * rest of a manifest GET, so it is not used; the syntax is kept.
+ * A small router: routes are `route(name, "METHOD /template", handler)` with
+ * URLPattern-style templates (`/v2/:name+/blobs/:digest`), compiled to one
+ * RegExp each. URLPattern itself costs about 5 µs per `exec` on Deno 2.9.6,
+ * more than the rest of a manifest GET, so it is not used; the syntax is kept.
  *
  * The first match wins. A path that matches under other methods answers 405
- * with `Allow`. Errors thrown by handlers go to the one error path.
+ * with `Allow`. {@linkcode dispatch} records the matched route's name and
+ * template on the request context, so logs, metrics and authorization use it
+ * without parsing the path again.
  *
  * @module
  */
 import { OciError } from "../oci/errors.ts";
+import type { RouteContext } from "./context.ts";
 
 /** Path parameters captured by a route. */
 export type Params = Record<string, string>;
 
-/** A request handler. */
-export type Handler = (req: Request, params: Params, url: URL) => Response | Promise<Response>;
+/** A request handler: the request's context and the route's parameters. */
+export type Handler = (ctx: RouteContext, params: Params) => Response | Promise<Response>;
 
 /** One route. */
 export interface Route {
+  /** A stable name (`manifest.get`): log field, metric label, authorization scope. */
+  name: string;
   method: string;
+  /** The template, as written (`/v2/:name+/manifests/:reference`). */
   path: string;
   regexp: RegExp;
   handler: Handler;
 }
 
 /**
- * Declares a route. `:x` captures one segment, `:x+` one or more segments
- * joined by `/`, and `{/}?` an optional trailing slash.
+ * Declares a route from its name, `"METHOD /template"` and handler. In the
+ * template `:x` captures one segment, `:x+` one or more segments joined by
+ * `/`, and `{/}?` an optional trailing slash.
  */
-export function route(method: string, path: string, handler: Handler): Route {
+export function route(name: string, pattern: string, handler: Handler): Route {
+  const [method, path] = pattern.split(" ") as [string, string];
   const source = path
     .replace("{/}?", "/?")
     // Empty segments match too, so `a//b` reaches parseName and gets 400 NAME_INVALID, not 404.
     .replace(/:([a-zA-Z]+)\+/g, "(?<$1>[^/]*(?:/[^/]*)*)")
     .replace(/:([a-zA-Z]+)/g, "(?<$1>[^/]+)");
-  return { method, path, regexp: new RegExp(`^${source}$`), handler };
+  return { name, method, path, regexp: new RegExp(`^${source}$`), handler };
 }
 
 /** The result of matching a request against the routes. */
@@ -60,10 +68,17 @@ export function matchRoute(routes: Route[], method: string, pathname: string): M
 
 const EXTENSION_PATH_REGEXP = /^\/v2\/(?:[^/]+\/)*_[a-z]/;
 
-/** Dispatches a request, throwing an {@linkcode OciError} for unknown paths and methods. */
-export function dispatch(routes: Route[], req: Request, url: URL): Response | Promise<Response> {
+/**
+ * Dispatches a request to its route, recording the route on `ctx`; throws an
+ * {@linkcode OciError} for unknown paths and methods.
+ */
+export function dispatch(routes: Route[], ctx: RouteContext): Response | Promise<Response> {
+  const { req, url } = ctx;
   const match = matchRoute(routes, req.method, url.pathname);
-  if (match.kind === "found") return match.route.handler(req, match.params, url);
+  if (match.kind === "found") {
+    ctx.route = { name: match.route.name, template: match.route.path };
+    return match.route.handler(ctx, match.params);
+  }
   if (match.kind === "method") {
     throw new OciError("UNSUPPORTED", `Method ${req.method} is not allowed on ${url.pathname}`, {
       headers: { Allow: match.allow.join(", ") },

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { OciError } from "../oci/errors.ts";
+import type { RouteContext } from "./context.ts";
 import { dispatch, type Handler, matchRoute, type Route, route } from "./router.ts";
 
 const ok: Handler = () => new Response(null, { status: 204 });
@@ -18,33 +19,34 @@ function found(routes: Route[], method: string, pathname: string) {
 
 /** The routes of the app, in the app's order (see src/app.ts). */
 const ROUTES: Route[] = [
-  route("GET", "/v2{/}?", ok),
-  route("GET", "/v2/_catalog", ok),
-  route("GET", "/v2/:name+/tags/list", ok),
-  route("POST", "/v2/:name+/blobs/uploads{/}?", ok),
-  route("GET", "/v2/:name+/blobs/uploads/:uploadId", ok),
-  route("PATCH", "/v2/:name+/blobs/uploads/:uploadId", ok),
-  route("PUT", "/v2/:name+/blobs/uploads/:uploadId", ok),
-  route("DELETE", "/v2/:name+/blobs/uploads/:uploadId", ok),
-  route("HEAD", "/v2/:name+/blobs/:digest", ok),
-  route("GET", "/v2/:name+/blobs/:digest", ok),
-  route("DELETE", "/v2/:name+/blobs/:digest", ok),
-  route("HEAD", "/v2/:name+/manifests/:reference", ok),
-  route("GET", "/v2/:name+/manifests/:reference", ok),
-  route("PUT", "/v2/:name+/manifests/:reference", ok),
-  route("DELETE", "/v2/:name+/manifests/:reference", ok),
-  route("GET", "/v2/:name+/referrers/:digest", ok),
+  route("r", "GET /v2{/}?", ok),
+  route("r", "GET /v2/_catalog", ok),
+  route("r", "GET /v2/:name+/tags/list", ok),
+  route("r", "POST /v2/:name+/blobs/uploads{/}?", ok),
+  route("r", "GET /v2/:name+/blobs/uploads/:uploadId", ok),
+  route("r", "PATCH /v2/:name+/blobs/uploads/:uploadId", ok),
+  route("r", "PUT /v2/:name+/blobs/uploads/:uploadId", ok),
+  route("r", "DELETE /v2/:name+/blobs/uploads/:uploadId", ok),
+  route("r", "HEAD /v2/:name+/blobs/:digest", ok),
+  route("r", "GET /v2/:name+/blobs/:digest", ok),
+  route("r", "DELETE /v2/:name+/blobs/:digest", ok),
+  route("r", "HEAD /v2/:name+/manifests/:reference", ok),
+  route("r", "GET /v2/:name+/manifests/:reference", ok),
+  route("r", "PUT /v2/:name+/manifests/:reference", ok),
+  route("r", "DELETE /v2/:name+/manifests/:reference", ok),
+  route("r", "GET /v2/:name+/referrers/:digest", ok),
 ];
 
-Deno.test("route() keeps the method and the template", () => {
-  const r = route("GET", "/v2/:name+/tags/list", ok);
+Deno.test("route() keeps the name, the method and the template", () => {
+  const r = route("tags.list", "GET /v2/:name+/tags/list", ok);
+  assert.equal(r.name, "tags.list");
   assert.equal(r.method, "GET");
   assert.equal(r.path, "/v2/:name+/tags/list");
   assert.equal(r.handler, ok);
 });
 
 Deno.test("route() :name+ captures a name with slashes", () => {
-  const r = [route("GET", "/v2/:name+/manifests/:reference", ok)];
+  const r = [route("r", "GET /v2/:name+/manifests/:reference", ok)];
   assert.deepEqual(found(r, "GET", "/v2/a/manifests/latest").params, {
     name: "a",
     reference: "latest",
@@ -68,7 +70,7 @@ Deno.test("route() :name+ parses from the right when the name contains a keyword
 });
 
 Deno.test("route() :x captures one segment only", () => {
-  const r = [route("GET", "/v2/:name+/blobs/:digest", ok)];
+  const r = [route("r", "GET /v2/:name+/blobs/:digest", ok)];
   // The last segment is the digest; everything before /blobs/ is the name.
   assert.deepEqual(found(r, "GET", "/v2/a/blobs/x/blobs/d").params, {
     name: "a/blobs/x",
@@ -144,7 +146,7 @@ Deno.test("matchRoute() lists each allowed method once, from every matching rout
     kind: "method",
     allow: ["POST", "HEAD", "GET", "DELETE"],
   });
-  const twice = [route("GET", "/x", ok), route("GET", "/:y", ok), route("PUT", "/x", ok)];
+  const twice = [route("r", "GET /x", ok), route("r", "GET /:y", ok), route("r", "PUT /x", ok)];
   assert.deepEqual(matchRoute(twice, "POST", "/x"), { kind: "method", allow: ["GET", "PUT"] });
 });
 
@@ -158,8 +160,8 @@ Deno.test("matchRoute() takes the first matching route", () => {
   const first: Handler = () => new Response("first");
   const second: Handler = () => new Response("second");
   const routes = [
-    route("GET", "/v2/_catalog", first),
-    route("GET", "/v2/:name", second),
+    route("r", "GET /v2/_catalog", first),
+    route("r", "GET /v2/:name", second),
   ];
   assert.equal(found(routes, "GET", "/v2/_catalog").route.handler, first);
   assert.equal(found(routes, "GET", "/v2/other").route.handler, second);
@@ -168,7 +170,7 @@ Deno.test("matchRoute() takes the first matching route", () => {
 });
 
 Deno.test("matchRoute() prefers a later route of the right method over a 405", () => {
-  const routes = [route("PUT", "/a", ok), route("GET", "/a", ok)];
+  const routes = [route("r", "PUT /a", ok), route("r", "GET /a", ok)];
   assert.equal(found(routes, "GET", "/a").route.method, "GET");
 });
 
@@ -178,24 +180,42 @@ Deno.test("matchRoute() gives each match its own params object", () => {
   assert.deepEqual(found(ROUTES, "GET", "/v2/a/tags/list").params, { name: "a" });
 });
 
-Deno.test("dispatch() calls the handler with the request, params and URL", async () => {
+/** A request context as the pipeline hands it to dispatch. */
+function contextOf(url: URL, init?: RequestInit): RouteContext {
+  return {
+    req: new Request(url, init),
+    url,
+    id: "t-1",
+    remoteAddr: { transport: "tcp", hostname: "192.0.2.7", port: 4321 },
+    started: 0,
+    route: null,
+  };
+}
+
+Deno.test("dispatch() calls the handler with the context and params, and records the route", async () => {
   let seen: unknown;
   const routes = [
-    route("GET", "/v2/:name+/tags/list", (req, params, url) => {
-      seen = { method: req.method, params, n: url.searchParams.get("n") };
+    route("tags.list", "GET /v2/:name+/tags/list", ({ req, url, remoteAddr }, params) => {
+      seen = { method: req.method, params, n: url.searchParams.get("n"), from: remoteAddr };
       return new Response("tags");
     }),
   ];
-  const url = new URL("http://127.0.0.1/v2/a/b/tags/list?n=3");
-  const res = await dispatch(routes, new Request(url), url);
+  const ctx = contextOf(new URL("http://127.0.0.1/v2/a/b/tags/list?n=3"));
+  const res = await dispatch(routes, ctx);
   assert.equal(await res.text(), "tags");
-  assert.deepEqual(seen, { method: "GET", params: { name: "a/b" }, n: "3" });
+  assert.deepEqual(seen, {
+    method: "GET",
+    params: { name: "a/b" },
+    n: "3",
+    from: { transport: "tcp", hostname: "192.0.2.7", port: 4321 },
+  });
+  assert.deepEqual(ctx.route, { name: "tags.list", template: "/v2/:name+/tags/list" });
 });
 
 Deno.test("dispatch() throws UNSUPPORTED with Allow for a wrong method", () => {
-  const url = new URL("http://127.0.0.1/v2/a/tags/list");
+  const ctx = contextOf(new URL("http://127.0.0.1/v2/a/tags/list"), { method: "DELETE" });
   try {
-    dispatch(ROUTES, new Request(url, { method: "DELETE" }), url);
+    dispatch(ROUTES, ctx);
     assert.fail("expected an error");
   } catch (error) {
     assert.ok(error instanceof OciError);
@@ -206,9 +226,9 @@ Deno.test("dispatch() throws UNSUPPORTED with Allow for a wrong method", () => {
 });
 
 Deno.test("dispatch() throws a 404 for an unknown path", () => {
-  const url = new URL("http://127.0.0.1/v3/");
+  const ctx = contextOf(new URL("http://127.0.0.1/v3/"));
   try {
-    dispatch(ROUTES, new Request(url), url);
+    dispatch(ROUTES, ctx);
     assert.fail("expected an error");
   } catch (error) {
     assert.ok(error instanceof OciError);

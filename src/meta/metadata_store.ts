@@ -1,14 +1,20 @@
 /**
- * Metadata operations over Deno KV. Each logical change is one atomic commit
- * that checks what it read and is retried when another writer got there
- * first. Functions return `null`/`false` for "not there" and never throw HTTP
- * errors: handlers decide what the client hears.
+ * The metadata seam: {@linkcode MetadataStore}, every read and write of the
+ * registry's records, and {@linkcode KvMetadataStore}, its implementation over
+ * Deno KV. Each logical change is one atomic commit that checks what it read
+ * and is retried (in `Kv.transact`, the one retry loop) when another writer got
+ * there first. Methods return `null`/`false` for "not there" and never throw
+ * HTTP errors: the registry service layer decides what the client hears.
+ *
+ * Nothing outside `src/meta/` sees `Deno.Kv` or versionstamps: an upload
+ * session carries an opaque {@linkcode Revision} instead.
  *
  * @module
  */
 import type { Algorithm, Digest } from "../oci/digest.ts";
-import { Kv } from "./kv.ts";
+import { Kv, RETRY } from "./kv.ts";
 import {
+  allUploadParts,
   type BlobLink,
   blobLinkKey,
   blobReposKey,
@@ -38,6 +44,7 @@ import {
   uploadPartKey,
   uploadPartsPrefix,
   type UploadRecord,
+  uploadsPrefix,
   uploadTotalKey,
 } from "./keys.ts";
 
@@ -54,7 +61,6 @@ const MAX_MUTATIONS = 900;
 const MAX_TAGS_PER_COMMIT = 450;
 const ONE = 1n;
 const MINUS_ONE = 0xffffffffffffffffn; // sums wrap modulo 2^64
-const MAX_ATTEMPTS = 100;
 
 /** One page of a listing. */
 export interface Page<T> {
@@ -75,13 +81,96 @@ export interface ManifestWrite {
   refs: { blobs: Digest[]; manifests: Digest[]; subject?: Digest };
 }
 
-async function attempt<T>(what: string, fn: () => Promise<T | undefined>): Promise<T> {
-  for (let i = 0; i < MAX_ATTEMPTS; i++) {
-    const result = await fn();
-    if (result !== undefined) return result;
-    await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(i + 1, 20)));
-  }
-  throw new Error(`${what}: gave up after ${MAX_ATTEMPTS} conflicting commits`);
+declare const REVISION: unique symbol;
+/** An opaque token of a record's version: a change made with it fails if the record changed. */
+export type Revision = string & { readonly [REVISION]: true };
+
+/** An upload session as read, with the revision a change must match. */
+export interface UploadSession {
+  readonly uploadId: string;
+  readonly record: UploadRecord;
+  readonly revision: Revision;
+}
+
+/** Every read and write of the registry's metadata. */
+export interface MetadataStore {
+  // ---- repositories
+  repoExists(name: string): Promise<boolean>;
+  /** One page of repository names, in byte order, strictly after `last`. */
+  listRepos(n: number, last?: string): Promise<Page<string>>;
+
+  // ---- manifests and tags
+  getManifest(name: string, digest: Digest): Promise<ManifestRecord | null>;
+  /** What a manifest references, or null when it has no record of that. */
+  getManifestRefs(name: string, digest: Digest): Promise<ManifestRefs | null>;
+  getTag(name: string, tag: string): Promise<TagRecord | null>;
+  /**
+   * Records a manifest whose bytes are already durable: its record, its
+   * references, its tags (moving them if they pointed elsewhere), the tag
+   * reverse index, its referrer entry and the repository, in one commit.
+   */
+  putManifest(write: ManifestWrite): Promise<void>;
+  /** Removes a tag (only the pointer). False if there was no such tag. */
+  deleteTag(name: string, tag: string): Promise<boolean>;
+  /** Removes a manifest with its tags, references and referrer entry. False if absent. */
+  deleteManifest(name: string, digest: Digest): Promise<boolean>;
+  /** One page of the tags of `name`, in byte order, strictly after `last`. */
+  listTags(name: string, n: number, last?: string): Promise<Page<string>>;
+  /** One page of the referrers of `subject` in `name`, optionally of one `artifactType`. */
+  listReferrers(
+    name: string,
+    subject: Digest,
+    options: { artifactType?: string; n: number; last?: string },
+  ): Promise<Page<ReferrerDescriptor>>;
+  /** Which of `digests` are not manifests in `name`, in their order. */
+  missingManifests(name: string, digests: Digest[]): Promise<Digest[]>;
+
+  // ---- blobs
+  getBlobLink(name: string, digest: Digest): Promise<BlobLink | null>;
+  /** Which of `digests` are not linked in `name`, in their order. */
+  missingBlobs(name: string, digests: Digest[]): Promise<Digest[]>;
+  /** Makes a durable, verified blob visible in `name`. Idempotent. */
+  linkBlob(name: string, digest: Digest, size: number): Promise<void>;
+  /** Removes a blob from `name` (the bytes stay for other repositories). False if absent. */
+  unlinkBlob(name: string, digest: Digest): Promise<boolean>;
+  /**
+   * Links `digest` into `name` from `from` (or, without `from`, from any
+   * repository that has it) if the source still has it. The size, or null.
+   */
+  mountBlob(name: string, digest: Digest, from?: string): Promise<number | null>;
+
+  // ---- upload sessions
+  createUpload(uploadId: string, name: string, algorithm: Algorithm): Promise<void>;
+  getUpload(uploadId: string): Promise<UploadSession | null>;
+  /** The acknowledged parts of a session, in order. */
+  listUploadParts(session: UploadSession): Promise<UploadPart[]>;
+  /** Acknowledges a chunk if the session is unchanged; the session after it, or null. */
+  commitPart(session: UploadSession, part: UploadPart): Promise<UploadSession | null>;
+  /**
+   * Ends a session if unchanged (only one finisher wins); with `link`, links
+   * the finished blob in the same commit. False when another request won.
+   */
+  endUpload(session: UploadSession, link?: { digest: Digest; size: number }): Promise<boolean>;
+  /** Open sessions in `name` and in all (the caps are soft). */
+  countUploads(name: string): Promise<{ repo: number; total: number }>;
+  /** Every open session (the sweeper, fsck). */
+  scanUploads(): AsyncIterable<UploadSession>;
+  /** Removes acknowledged-part records whose session is gone; how many sessions' worth. */
+  sweepOrphanParts(): Promise<number>;
+
+  close(): void;
+}
+
+function toSession(entry: Deno.KvEntry<UploadRecord>): UploadSession {
+  return {
+    uploadId: entry.key[1] as string,
+    record: entry.value,
+    revision: entry.versionstamp as Revision,
+  };
+}
+
+function sessionCheck(s: UploadSession): Deno.AtomicCheck {
+  return { key: uploadKey(s.uploadId), versionstamp: s.revision };
 }
 
 /** The referrers-index descriptor of a manifest (end-12). */
@@ -96,12 +185,16 @@ export function referrerEntry(
   return entry;
 }
 
-/** All metadata reads and writes of the registry. */
-export class MetadataStore {
+/** {@linkcode MetadataStore} over Deno KV. */
+export class KvMetadataStore implements MetadataStore {
   readonly kv: Kv;
 
   constructor(kv: Deno.Kv | Kv) {
     this.kv = kv instanceof Kv ? kv : new Kv(kv);
+  }
+
+  close(): void {
+    this.kv.close();
   }
 
   async repoExists(name: string): Promise<boolean> {
@@ -123,7 +216,7 @@ export class MetadataStore {
    * (moving them if they pointed elsewhere), the tag reverse index, its
    * referrer entry and the repository, in one commit.
    */
-  putManifest(write: ManifestWrite): Promise<true> {
+  putManifest(write: ManifestWrite): Promise<void> {
     const { name, digest, tags, annotations } = write;
     if (tags.length > MAX_TAGS_PER_PUT) {
       throw new RangeError(`At most ${MAX_TAGS_PER_PUT} tags per PUT`);
@@ -133,7 +226,7 @@ export class MetadataStore {
     if (refCount > MAX_REFS_PER_MANIFEST) {
       throw new RangeError(`At most ${MAX_REFS_PER_MANIFEST} references per manifest`);
     }
-    return attempt("putManifest", async () => {
+    return this.kv.transact("putManifest", async () => {
       // getMany takes at most 10 keys: the repository and record are read apart from the tags.
       const [[repo, existing, clock], current] = await Promise.all([
         this.kv.getMany<[unknown, ManifestRecord, Deno.KvU64]>([
@@ -186,7 +279,7 @@ export class MetadataStore {
         }
         return op;
       });
-      return ok ? true : undefined;
+      return ok ? undefined : RETRY;
     });
   }
 
@@ -201,7 +294,7 @@ export class MetadataStore {
 
   /** Removes a tag (only the pointer). Returns false if there was no such tag. */
   deleteTag(name: string, tag: string): Promise<boolean> {
-    return attempt("deleteTag", async () => {
+    return this.kv.transact("deleteTag", async () => {
       const [entry, clock] = await this.kv.getMany<[TagRecord, Deno.KvU64]>([
         tagKey(name, tag),
         tagClockKey(name),
@@ -212,7 +305,7 @@ export class MetadataStore {
         op.check(entry).check(clock).sum(tagClockKey(name), ONE)
           .delete(tagKey(name, tag)).delete(tagsByDigestKey(name, digest, tag))
       );
-      return ok ? true : undefined;
+      return ok ? true : RETRY;
     });
   }
 
@@ -226,7 +319,21 @@ export class MetadataStore {
    * the same way.
    */
   async deleteManifest(name: string, digest: Digest): Promise<boolean> {
-    for (let conflicts = 0; conflicts < MAX_ATTEMPTS;) {
+    for (;;) {
+      const done = await this.kv.transact(
+        "deleteManifest",
+        () => this.#deleteManifestRound(name, digest),
+      );
+      if (done !== "more") return done;
+    }
+  }
+
+  /** One commit of a manifest delete: true when done, "more" after a batch of tags. */
+  async #deleteManifestRound(
+    name: string,
+    digest: Digest,
+  ): Promise<boolean | "more" | typeof RETRY> {
+    {
       const [entry, clock] = await this.kv.getMany<[ManifestRecord, Deno.KvU64]>([
         manifestKey(name, digest),
         tagClockKey(name),
@@ -262,15 +369,9 @@ export class MetadataStore {
         }
         return op;
       });
-      if (ok && last) return true;
-      if (!ok) {
-        conflicts++;
-        await new Promise((resolve) =>
-          setTimeout(resolve, Math.random() * Math.min(conflicts, 20))
-        );
-      }
+      if (!ok) return RETRY;
+      return last ? true : "more";
     }
-    throw new Error(`deleteManifest: gave up after ${MAX_ATTEMPTS} conflicting commits`);
   }
 
   /** One page of a repository's tags, in byte order, strictly after `last`. */
@@ -376,13 +477,13 @@ export class MetadataStore {
 
   /** Removes a blob from `name` (the bytes stay for other repositories). */
   unlinkBlob(name: string, digest: Digest): Promise<boolean> {
-    return attempt("unlinkBlob", async () => {
+    return this.kv.transact("unlinkBlob", async () => {
       const entry = await this.kv.get<BlobLink>(blobLinkKey(name, digest));
       if (!entry.value) return false;
       const ok = await this.kv.commit((op) =>
         op.check(entry).delete(blobLinkKey(name, digest)).delete(blobReposKey(digest, name))
       );
-      return ok ? true : undefined;
+      return ok ? true : RETRY;
     });
   }
 
@@ -392,7 +493,7 @@ export class MetadataStore {
    * still exists. Returns the size, or null when there is nothing to mount.
    */
   mountBlob(name: string, digest: Digest, from?: string): Promise<number | null> {
-    return attempt("mountBlob", async () => {
+    return this.kv.transact("mountBlob", async () => {
       let source = from;
       if (source === undefined) {
         const [any] = await this.kv.list<true>({ prefix: blobReposPrefix(digest) }, 1);
@@ -412,7 +513,7 @@ export class MetadataStore {
           .set(blobLinkKey(name, digest), { size, linkedAt: now } satisfies BlobLink)
           .set(blobReposKey(digest, name), true);
       });
-      return ok ? size : undefined;
+      return ok ? size : RETRY;
     });
   }
 
@@ -436,20 +537,13 @@ export class MetadataStore {
     );
   }
 
-  getUpload(uploadId: string): Promise<Deno.KvEntryMaybe<UploadRecord>> {
-    return this.kv.get<UploadRecord>(uploadKey(uploadId));
+  async getUpload(uploadId: string): Promise<UploadSession | null> {
+    const entry = await this.kv.get<UploadRecord>(uploadKey(uploadId));
+    return entry.value ? toSession(entry as Deno.KvEntry<UploadRecord>) : null;
   }
 
-  /**
-   * Acknowledges a chunk: appends `part` and advances the offset, if the
-   * session is still as `entry` read it. False means another request won.
-   */
-  async commitPart(
-    uploadId: string,
-    entry: Deno.KvEntry<UploadRecord>,
-    part: UploadPart,
-  ): Promise<Deno.KvEntry<UploadRecord> | null> {
-    const record = entry.value;
+  async commitPart(session: UploadSession, part: UploadPart): Promise<UploadSession | null> {
+    const record = session.record;
     const next: UploadRecord = {
       ...record,
       offset: record.offset + part.size,
@@ -457,38 +551,35 @@ export class MetadataStore {
       updatedAt: Date.now(),
     };
     const versionstamp = await this.kv.commit((op) =>
-      op.check(entry).set(uploadKey(uploadId), next).set(
-        uploadPartKey(uploadId, record.parts),
-        part,
-      )
+      op.check(sessionCheck(session))
+        .set(uploadKey(session.uploadId), next)
+        .set(uploadPartKey(session.uploadId, record.parts), part)
     );
-    return versionstamp === null ? null : { key: entry.key, value: next, versionstamp };
+    if (versionstamp === null) return null;
+    return { uploadId: session.uploadId, record: next, revision: versionstamp as Revision };
   }
 
-  /** The committed parts of a session, in order. */
-  async listParts(uploadId: string, count: number): Promise<UploadPart[]> {
+  async listUploadParts(session: UploadSession): Promise<UploadPart[]> {
+    const count = session.record.parts;
     if (count === 0) return [];
-    return (await this.kv.list<UploadPart>({ prefix: uploadPartsPrefix(uploadId) }, count)).map((
-      e,
-    ) => e.value);
+    const entries = await this.kv.list<UploadPart>(
+      { prefix: uploadPartsPrefix(session.uploadId) },
+      count,
+    );
+    return entries.map((e) => e.value);
   }
 
-  /**
-   * Ends a session: removes its record (checked against `entry`, so only one
-   * finisher wins) and its parts; with `link`, links the finished blob in the
-   * same commit.
-   */
   async endUpload(
-    uploadId: string,
-    entry: Deno.KvEntry<UploadRecord>,
+    session: UploadSession,
     link?: { digest: Digest; size: number },
   ): Promise<boolean> {
-    const { name, parts } = entry.value;
+    const { uploadId } = session;
+    const { name, parts } = session.record;
     const now = Date.now();
     const repo = link ? await this.kv.get(repoKey(name)) : null;
     const inline = Math.min(parts, MAX_MUTATIONS - 10);
     const ok = await this.kv.commit((op) => {
-      op.check(entry).delete(uploadKey(uploadId))
+      op.check(sessionCheck(session)).delete(uploadKey(uploadId))
         .sum(uploadCountKey(name), MINUS_ONE)
         .sum(uploadTotalKey(), MINUS_ONE);
       for (let i = 0; i < inline; i++) op.delete(uploadPartKey(uploadId, i));
@@ -497,17 +588,16 @@ export class MetadataStore {
         op.set(
           blobLinkKey(name, link.digest),
           { size: link.size, linkedAt: now } satisfies BlobLink,
-        )
-          .set(blobReposKey(link.digest, name), true);
+        ).set(blobReposKey(link.digest, name), true);
       }
       return op;
     });
-    if (ok !== null && parts > inline) await this.deleteParts(uploadId, inline);
+    if (ok !== null && parts > inline) await this.#deleteParts(uploadId, inline);
     return ok !== null;
   }
 
-  /** Deletes part keys of a session from `from` on (sessions with very many chunks). */
-  async deleteParts(uploadId: string, from = 0): Promise<void> {
+  /** Deletes part records of a session from `from` on (sessions with very many chunks). */
+  async #deleteParts(uploadId: string, from = 0): Promise<void> {
     for (;;) {
       const batch = await this.kv.list({
         prefix: uploadPartsPrefix(uploadId),
@@ -519,6 +609,27 @@ export class MetadataStore {
         return op;
       });
     }
+  }
+
+  async *scanUploads(): AsyncIterable<UploadSession> {
+    for await (const entry of this.kv.scan<UploadRecord>(uploadsPrefix())) {
+      yield toSession(entry);
+    }
+  }
+
+  async sweepOrphanParts(): Promise<number> {
+    let removed = 0;
+    let previous = "";
+    for await (const entry of this.kv.scan(allUploadParts())) {
+      const uploadId = entry.key[1] as string;
+      if (uploadId === previous) continue;
+      previous = uploadId;
+      if ((await this.kv.get(uploadKey(uploadId))).versionstamp === null) {
+        await this.#deleteParts(uploadId);
+        removed++;
+      }
+    }
+    return removed;
   }
 
   /**

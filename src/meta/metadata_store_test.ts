@@ -1,7 +1,7 @@
 /**
- * Unit tests of the metadata operations over an in-memory Deno KV (DESIGN §3
- * invariants; checklist A6 tags, A7 paging, A8 referrers, A5 mount and
- * upload sessions).
+ * Unit tests of the metadata operations over an in-memory Deno KV: the
+ * invariants each commit keeps (records, tags, reverse indexes, references
+ * and referrer entries change together), paging, mounts and upload sessions.
  *
  * @module
  */
@@ -9,46 +9,47 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { type Digest, makeDigest } from "../oci/digest.ts";
 import {
-  blobLinkKey,
   blobReposKey,
-  manifestKey,
   type ManifestRecord,
   referrerKey,
-  repoKey,
-  tagKey,
   tagsByDigestKey,
   tagsByDigestPrefix,
-  uploadKey,
   type UploadPart,
   uploadPartKey,
   uploadPartsPrefix,
-  type UploadRecord,
 } from "./keys.ts";
-import { MAX_TAGS_PER_PUT, MetadataStore, referrerEntry } from "./metadata_store.ts";
+import {
+  KvMetadataStore,
+  MAX_TAGS_PER_PUT,
+  referrerEntry,
+  type UploadSession,
+} from "./metadata_store.ts";
 import { OCI_INDEX, OCI_MANIFEST } from "../oci/media_type.ts";
 
 function digestOf(text: string): Digest {
   return makeDigest("sha256", createHash("sha256").update(text).digest("hex"));
 }
 
-/** An in-memory store, closed by `using`. */
-async function openStore(): Promise<MetadataStore & Disposable> {
+type TestStore = KvMetadataStore & Disposable & { raw: Deno.Kv };
+
+/** An in-memory store, closed by `using`; `raw` is its KV, for looking at keys. */
+async function openStore(): Promise<TestStore> {
   const kv = await Deno.openKv(":memory:");
-  const meta = new MetadataStore(kv);
-  return Object.assign(meta, { [Symbol.dispose]: () => kv.close() });
+  const meta = new KvMetadataStore(kv);
+  return Object.assign(meta, { raw: kv, [Symbol.dispose]: () => kv.close() });
 }
 
 function record(extra: Partial<ManifestRecord> = {}): ManifestRecord {
   return { mediaType: OCI_MANIFEST, size: 100, createdAt: 1, ...extra };
 }
 
-async function exists(meta: MetadataStore, key: Deno.KvKey): Promise<boolean> {
-  return (await meta.kv.raw.get(key)).versionstamp !== null;
+async function exists(meta: TestStore, key: Deno.KvKey): Promise<boolean> {
+  return (await meta.raw.get(key)).versionstamp !== null;
 }
 
-async function count(meta: MetadataStore, prefix: Deno.KvKey): Promise<number> {
+async function count(meta: TestStore, prefix: Deno.KvKey): Promise<number> {
   let n = 0;
-  for await (const _ of meta.kv.raw.list({ prefix })) n++;
+  for await (const _ of meta.raw.list({ prefix })) n++;
   return n;
 }
 
@@ -250,7 +251,7 @@ Deno.test("deleteManifest() removes the manifest, its tags and its referrer entr
   assert.equal(await meta.deleteManifest("nowhere", a), false);
 });
 
-Deno.test("deleteManifest() removes more than 9 tags (several commits)", async () => {
+Deno.test("deleteManifest() removes every tag of the manifest, however many, and no other", async () => {
   for (const total of [9, 10, 18, 25]) {
     using meta = await openStore();
     const a = digestOf("a");
@@ -286,7 +287,7 @@ Deno.test("deleteManifest() keeps a tag whose index entry is stale (it moved els
   await meta.putManifest({ refs: NO_REFS, name: "app", digest: a, record: record(), tags: [] });
   await meta.putManifest({ refs: NO_REFS, name: "app", digest: b, record: record(), tags: ["t"] });
   // A stale reverse-index entry says "t" points at a.
-  await meta.kv.raw.set(tagsByDigestKey("app", a, "t"), true);
+  await meta.raw.set(tagsByDigestKey("app", a, "t"), true);
   assert.equal(await meta.deleteManifest("app", a), true);
   assert.equal((await meta.getTag("app", "t"))?.digest, b);
   assert.equal(await exists(meta, tagsByDigestKey("app", a, "t")), false);
@@ -664,21 +665,21 @@ function part(i: number, size = 10): UploadPart {
   };
 }
 
-async function session(meta: MetadataStore, id: string): Promise<Deno.KvEntry<UploadRecord>> {
-  const entry = await meta.getUpload(id);
-  assert.ok(entry.value, `no session ${id}`);
-  return entry as Deno.KvEntry<UploadRecord>;
+async function session(meta: KvMetadataStore, id: string): Promise<UploadSession> {
+  const found = await meta.getUpload(id);
+  assert.ok(found, `no session ${id}`);
+  return found;
 }
 
 Deno.test("createUpload() opens a session at offset 0", async () => {
   using meta = await openStore();
   await meta.createUpload("u1", "app", "sha512");
   const entry = await session(meta, "u1");
-  assert.equal(entry.value.name, "app");
-  assert.equal(entry.value.offset, 0);
-  assert.equal(entry.value.parts, 0);
-  assert.equal(entry.value.algorithm, "sha512");
-  assert.equal((await meta.getUpload("nope")).value, null);
+  assert.equal(entry.record.name, "app");
+  assert.equal(entry.record.offset, 0);
+  assert.equal(entry.record.parts, 0);
+  assert.equal(entry.record.algorithm, "sha512");
+  assert.equal(await meta.getUpload("nope"), null);
   assert.equal(await meta.repoExists("app"), false, "a session does not create the repository");
 });
 
@@ -687,41 +688,40 @@ Deno.test("commitPart() appends parts in order and advances the offset", async (
   await meta.createUpload("u1", "app", "sha256");
   let entry = await session(meta, "u1");
   for (let i = 0; i < 12; i++) {
-    const next = await meta.commitPart("u1", entry, part(i, i + 1));
+    const next = await meta.commitPart(entry, part(i, i + 1));
     assert.ok(next);
     entry = next;
   }
-  assert.equal(entry.value.parts, 12);
-  assert.equal(entry.value.offset, (12 * 13) / 2);
+  assert.equal(entry.record.parts, 12);
+  assert.equal(entry.record.offset, (12 * 13) / 2);
   assert.deepEqual(await session(meta, "u1"), entry);
-  const parts = await meta.listParts("u1", entry.value.parts);
+  const parts = await meta.listUploadParts(entry);
   assert.deepEqual(parts, Array.from({ length: 12 }, (_, i) => part(i, i + 1)));
-  assert.deepEqual(await meta.listParts("u1", 0), []);
 });
 
 Deno.test("commitPart() with a stale entry returns null and writes nothing", async () => {
   using meta = await openStore();
   await meta.createUpload("u1", "app", "sha256");
   const stale = await session(meta, "u1");
-  assert.ok(await meta.commitPart("u1", stale, part(0)));
-  assert.equal(await meta.commitPart("u1", stale, part(1, 99)), null);
+  assert.ok(await meta.commitPart(stale, part(0)));
+  assert.equal(await meta.commitPart(stale, part(1, 99)), null);
   const entry = await session(meta, "u1");
-  assert.equal(entry.value.offset, 10);
-  assert.deepEqual(await meta.listParts("u1", 10), [part(0)]);
+  assert.equal(entry.record.offset, 10);
+  assert.deepEqual(await meta.listUploadParts(entry), [part(0)]);
 });
 
 Deno.test("endUpload() removes the session and its parts; a stale entry loses", async () => {
   using meta = await openStore();
   await meta.createUpload("u1", "app", "sha256");
   const first = await session(meta, "u1");
-  const entry = await meta.commitPart("u1", first, part(0));
+  const entry = await meta.commitPart(first, part(0));
   assert.ok(entry);
-  assert.equal(await meta.endUpload("u1", first), false, "stale entry");
-  assert.ok((await meta.getUpload("u1")).value);
-  assert.equal(await meta.endUpload("u1", entry), true);
-  assert.equal((await meta.getUpload("u1")).value, null);
+  assert.equal(await meta.endUpload(first), false, "stale entry");
+  assert.ok(await meta.getUpload("u1"));
+  assert.equal(await meta.endUpload(entry), true);
+  assert.equal(await meta.getUpload("u1"), null);
   assert.equal(await count(meta, uploadPartsPrefix("u1")), 0);
-  assert.equal(await meta.endUpload("u1", entry), false, "already ended");
+  assert.equal(await meta.endUpload(entry), false, "already ended");
   assert.equal(await meta.getBlobLink("app", digestOf("x")), null);
   assert.equal(await meta.repoExists("app"), false);
 });
@@ -730,13 +730,13 @@ Deno.test("endUpload() with link links the blob and creates the repository", asy
   using meta = await openStore();
   const d = digestOf("blob");
   await meta.createUpload("u1", "app", "sha256");
-  const entry = await meta.commitPart("u1", await session(meta, "u1"), part(0, 5));
+  const entry = await meta.commitPart(await session(meta, "u1"), part(0, 5));
   assert.ok(entry);
-  assert.equal(await meta.endUpload("u1", entry, { digest: d, size: 5 }), true);
+  assert.equal(await meta.endUpload(entry, { digest: d, size: 5 }), true);
   assert.equal((await meta.getBlobLink("app", d))?.size, 5);
   assert.equal(await exists(meta, blobReposKey(d, "app")), true);
   assert.equal(await meta.repoExists("app"), true);
-  assert.equal((await meta.getUpload("u1")).value, null);
+  assert.equal(await meta.getUpload("u1"), null);
 });
 
 Deno.test("endUpload() removes the parts of a session with more parts than one commit holds", async () => {
@@ -745,12 +745,12 @@ Deno.test("endUpload() removes the parts of a session with more parts than one c
   let entry = await session(meta, "big");
   const total = 905;
   for (let i = 0; i < total; i++) {
-    const next = await meta.commitPart("big", entry, part(i, 1));
+    const next = await meta.commitPart(entry, part(i, 1));
     assert.ok(next);
     entry = next;
   }
   assert.equal(await count(meta, uploadPartsPrefix("big")), total);
-  assert.equal(await meta.endUpload("big", entry), true);
+  assert.equal(await meta.endUpload(entry), true);
   assert.equal(await count(meta, uploadPartsPrefix("big")), 0);
   assert.equal(await exists(meta, uploadPartKey("big", total - 1)), false);
 });
@@ -769,20 +769,20 @@ Deno.test("countUploads() goes up and down exactly with sessions", async () => {
   assert.deepEqual(await meta.countUploads("a"), { repo: 2, total: 3 });
   // A stale end does not count down.
   const a1 = await session(meta, "a1");
-  const moved = await meta.commitPart("a1", a1, part(0));
+  const moved = await meta.commitPart(a1, part(0));
   assert.ok(moved);
-  assert.equal(await meta.endUpload("a1", a1), false);
+  assert.equal(await meta.endUpload(a1), false);
   assert.deepEqual(await meta.countUploads("a"), { repo: 2, total: 3 });
-  assert.equal(await meta.endUpload("a1", moved), true);
+  assert.equal(await meta.endUpload(moved), true);
   assert.deepEqual(await meta.countUploads("a"), { repo: 1, total: 2 });
   assert.equal(
-    await meta.endUpload("a2", await session(meta, "a2"), {
+    await meta.endUpload(await session(meta, "a2"), {
       digest: digestOf("x"),
       size: 1,
     }),
     true,
   );
-  assert.equal(await meta.endUpload("b1", await session(meta, "b1")), true);
+  assert.equal(await meta.endUpload(await session(meta, "b1")), true);
   assert.deepEqual(await meta.countUploads("a"), { repo: 0, total: 0 });
   assert.deepEqual(await meta.countUploads("b"), { repo: 0, total: 0 });
   // Up again from zero (no wrap-around left over).
@@ -790,33 +790,63 @@ Deno.test("countUploads() goes up and down exactly with sessions", async () => {
   assert.deepEqual(await meta.countUploads("a"), { repo: 1, total: 1 });
 });
 
-Deno.test("deleteParts() removes parts from an index on", async () => {
+Deno.test("sweepOrphanParts() removes the part records of sessions that are gone, only those", async () => {
   using meta = await openStore();
-  for (let i = 0; i < 5; i++) await meta.kv.raw.set(uploadPartKey("u", i), part(i));
-  await meta.deleteParts("u", 3);
-  assert.equal(await count(meta, uploadPartsPrefix("u")), 3);
-  await meta.deleteParts("u");
-  assert.equal(await count(meta, uploadPartsPrefix("u")), 0);
+  await meta.createUpload("live", "app", "sha256");
+  assert.ok(await meta.commitPart(await session(meta, "live"), part(0)));
+  for (let i = 0; i < 5; i++) await meta.raw.set(uploadPartKey("gone", i), part(i));
+  assert.equal(await meta.sweepOrphanParts(), 1);
+  assert.equal(await count(meta, uploadPartsPrefix("gone")), 0);
+  assert.equal(await count(meta, uploadPartsPrefix("live")), 1);
+  assert.equal(await meta.sweepOrphanParts(), 0);
 });
 
-Deno.test("keys are the ones the key table documents", async () => {
+Deno.test("scanUploads() yields every open session with its record", async () => {
+  using meta = await openStore();
+  await meta.createUpload("a", "app", "sha256");
+  await meta.createUpload("b", "lib", "sha512");
+  const seen = [];
+  for await (const s of meta.scanUploads()) seen.push([s.uploadId, s.record.name]);
+  assert.deepEqual(seen, [["a", "app"], ["b", "lib"]]);
+});
+
+Deno.test("keys are laid out as the key table in keys.ts documents", async () => {
   using meta = await openStore();
   const d = digestOf("m");
-  await meta.putManifest({ refs: NO_REFS, name: "app", digest: d, record: record(), tags: ["t"] });
-  await meta.linkBlob("app", d, 1);
+  const layer = digestOf("layer");
+  const subject = digestOf("subject");
+  await meta.linkBlob("app", layer, 1);
+  await meta.putManifest({
+    refs: { blobs: [layer], manifests: [], subject },
+    name: "app",
+    digest: d,
+    record: record({ subject, artifactType: "application/x.sig" }),
+    tags: ["t"],
+  });
   await meta.createUpload("u", "app", "sha256");
-  for (
-    const key of [
-      repoKey("app"),
-      manifestKey("app", d),
-      tagKey("app", "t"),
-      tagsByDigestKey("app", d, "t"),
-      blobLinkKey("app", d),
-      blobReposKey(d, "app"),
-      uploadKey("u"),
-    ]
-  ) {
-    assert.equal(await exists(meta, key), true, JSON.stringify(key));
+  assert.ok(await meta.commitPart(await session(meta, "u"), part(0)));
+  const keys: Deno.KvKey[] = [];
+  for await (const entry of meta.raw.list({ prefix: [] })) keys.push(entry.key);
+  // Written out, not built with the key builders: this is the documented layout.
+  assert.deepEqual(keys, [
+    ["blob_links", "app", layer],
+    ["blob_repos", layer, "app"],
+    ["manifest_refs", "app", d, 0],
+    ["manifests", "app", d],
+    ["referrers", "app", subject, "application/x.sig", d],
+    ["repos", "app"],
+    ["tag_clock", "app"],
+    ["tags", "app", "t"],
+    ["tags_by_digest", "app", d, "t"],
+    ["upload_counts", "app"],
+    ["upload_parts", "u", 0],
+    ["upload_total"],
+    ["uploads", "u"],
+  ]);
+  // Every family written is a row of the key table in keys.ts's doc comment.
+  const table = await Deno.readTextFile(new URL("./keys.ts", import.meta.url));
+  for (const family of new Set(keys.map((key) => key[0] as string))) {
+    assert.match(table, new RegExp(`\\| \`\\["${family}"`), family);
   }
 });
 

@@ -14,6 +14,12 @@
 import type { Algorithm, Digest } from "../oci/digest.ts";
 import type { ByteRange } from "../oci/range.ts";
 
+/**
+ * What an upload session id may look like: Berth issues UUIDs; a store
+ * accepts nothing else that could escape its folder or key space.
+ */
+export const UPLOAD_ID_REGEXP = /^[A-Za-z0-9-]{1,64}$/;
+
 /** A readable blob: its whole size and a stream of the requested bytes. */
 export interface BlobRead {
   size: number;

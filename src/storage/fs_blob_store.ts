@@ -25,17 +25,17 @@ import {
   makeDigest,
 } from "../oci/digest.ts";
 import type { ByteRange } from "../oci/range.ts";
-import type {
-  BlobInfo,
-  BlobRead,
-  Debris,
-  FinishResult,
-  Storage,
-  WrittenPart,
+import {
+  type BlobInfo,
+  type BlobRead,
+  type Debris,
+  type FinishResult,
+  type Storage,
+  UPLOAD_ID_REGEXP,
+  type WrittenPart,
 } from "./blob_store.ts";
 import { fileStream, READ_BUFFER_BYTES, writeBody } from "./streams.ts";
 
-const UPLOAD_ID_REGEXP = /^[A-Za-z0-9-]{1,64}$/;
 /** A file of a session directory: parts (`p-…`), assemblies (`a-…`), or debris to remove. */
 const SESSION_FILE_REGEXP = /^(?!\.\.?$)[A-Za-z0-9._-]{1,100}$/;
 const ALGORITHMS = ["sha256", "sha512"] as const;

@@ -3,25 +3,20 @@
  *
  * @module
  */
-import type { Deps } from "../deps.ts";
+import type { HandlerDeps } from "../deps.ts";
 import { json } from "../respond.ts";
 import { type Route, route } from "../router.ts";
 
+const API_VERSION = { "Docker-Distribution-API-Version": "registry/2.0" };
+
 /** Routes of the API root and health checks. */
-export function baseRoutes({ meta, blobs }: Deps): Route[] {
-  const root = () => json({}, { headers: { "Docker-Distribution-API-Version": "registry/2.0" } });
+export function baseRoutes({ registry }: HandlerDeps): Route[] {
   return [
-    route("GET", "/v2{/}?", root),
-    route(
-      "HEAD",
-      "/v2{/}?",
-      () => new Response(null, { headers: { "Docker-Distribution-API-Version": "registry/2.0" } }),
-    ),
-    route("GET", "/healthz", () => json({ status: "ok" })),
-    route("GET", "/readyz", async () => {
-      // Ready when both stores answer.
-      await meta.repoExists("_readyz");
-      await blobs.stat(("sha256:" + "0".repeat(64)) as Parameters<typeof blobs.stat>[0]);
+    route("base", "GET /v2{/}?", () => json({}, { headers: API_VERSION })),
+    route("base", "HEAD /v2{/}?", () => new Response(null, { headers: API_VERSION })),
+    route("healthz", "GET /healthz", () => json({ status: "ok" })),
+    route("readyz", "GET /readyz", async () => {
+      await registry.ready();
       return json({ status: "ready" });
     }),
   ];

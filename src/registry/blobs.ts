@@ -1,0 +1,76 @@
+/**
+ * Blobs as a repository sees them: present only through a link, served whole
+ * or by range, pushed in one request (verified while streaming), mounted
+ * from another repository, deleted (unlinked).
+ *
+ * @module
+ */
+import type { Digest } from "../oci/digest.ts";
+import { OciError } from "../oci/errors.ts";
+import { type ByteRange, parseRange } from "../oci/range.ts";
+import type { RegistryContext } from "./context.ts";
+import { blobUnknown, requireDeletes } from "./errors.ts";
+
+/** A blob opened for reading. */
+export interface OpenedBlob {
+  /** The whole blob's size. */
+  size: number;
+  /** The requested range, or null for the whole blob. */
+  range: ByteRange | null;
+  stream: ReadableStream<Uint8Array>;
+}
+
+/** The blob operations of the registry. */
+export class Blobs {
+  readonly #ctx: RegistryContext;
+
+  constructor(ctx: RegistryContext) {
+    this.#ctx = ctx;
+  }
+
+  /** The size of a blob in `name`; 404 when it is not there. */
+  async stat(name: string, digest: Digest): Promise<{ size: number }> {
+    const { meta } = this.#ctx;
+    const link = await meta.getBlobLink(name, digest) ?? await blobUnknown(meta, name, digest);
+    return { size: link.size };
+  }
+
+  /** Opens a blob of `name`, whole or the range `rangeHeader` asks for (416 when unsatisfiable). */
+  async open(name: string, digest: Digest, rangeHeader: string | null): Promise<OpenedBlob> {
+    const { meta, blobs } = this.#ctx;
+    const link = await meta.getBlobLink(name, digest) ?? await blobUnknown(meta, name, digest);
+    const range = parseRange(rangeHeader, link.size);
+    const blob = await blobs.open(digest, range ?? undefined) ??
+      await blobUnknown(meta, name, digest);
+    return { size: blob.size, range, stream: blob.stream };
+  }
+
+  /** Stores a whole body as `digest` in `name`, verified while it streams. */
+  async put(name: string, digest: Digest, body: ReadableStream<Uint8Array> | null): Promise<void> {
+    const { meta, blobs } = this.#ctx;
+    const result = await blobs.put(digest, body);
+    if (!result.ok) {
+      throw new OciError("DIGEST_INVALID", `Body hashes to ${result.actual}, not ${digest}`, {
+        detail: { expected: digest, actual: result.actual },
+      });
+    }
+    await meta.linkBlob(name, digest, result.size);
+  }
+
+  /**
+   * Mounts `digest` into `name` from `from`, or, without `from` and when
+   * automatic mounts are on, from any repository that has it. False when
+   * there was nothing to mount (the client then uploads).
+   */
+  async mount(name: string, digest: Digest, from: string | undefined): Promise<boolean> {
+    if (from === undefined && !this.#ctx.config.autoMount) return false;
+    return (await this.#ctx.meta.mountBlob(name, digest, from)) !== null;
+  }
+
+  /** Unlinks a blob from `name` (its bytes stay for other repositories). */
+  async delete(name: string, digest: Digest): Promise<void> {
+    const { meta, config } = this.#ctx;
+    requireDeletes(config.deleteEnabled);
+    if (!(await meta.unlinkBlob(name, digest))) await blobUnknown(meta, name, digest);
+  }
+}

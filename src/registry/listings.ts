@@ -1,0 +1,69 @@
+/**
+ * Listings: a repository's tags, the catalog, the referrers of a subject.
+ * Each reads one page with a KV prefix scan from its cursor: cost grows with
+ * the page size `n`, never with the number of tags, repositories or referrers.
+ *
+ * @module
+ */
+import type { Digest } from "../oci/digest.ts";
+import type { Page } from "../meta/metadata_store.ts";
+import type { ReferrerDescriptor } from "../meta/keys.ts";
+import type { RegistryContext } from "./context.ts";
+import { nameUnknown } from "./errors.ts";
+
+/** One page of a listing and the page size it was read with (for the next page's link). */
+export type ListPage<T> = Page<T> & { n: number };
+
+/** The listing operations of the registry. */
+export class Listings {
+  readonly #ctx: RegistryContext;
+
+  constructor(ctx: RegistryContext) {
+    this.#ctx = ctx;
+  }
+
+  /**
+   * The page size for a requested `n`: absent means the largest page, and a
+   * larger `n` is capped to it (the answer then links to the rest).
+   */
+  #size(n: number | undefined): number {
+    const max = this.#ctx.config.tagsPageMax;
+    return Math.min(n ?? max, max);
+  }
+
+  /** One page of the tags of `name`; 404 for an unknown repository. */
+  async tags(name: string, n: number | undefined, last?: string): Promise<ListPage<string>> {
+    const { meta } = this.#ctx;
+    const size = this.#size(n);
+    const [page, exists] = await Promise.all([
+      meta.listTags(name, size, last),
+      meta.repoExists(name),
+    ]);
+    if (!exists) throw nameUnknown(name);
+    return { ...page, n: size };
+  }
+
+  /** One page of repository names. */
+  async catalog(n: number | undefined, last?: string): Promise<ListPage<string>> {
+    const size = this.#size(n);
+    return { ...await this.#ctx.meta.listRepos(size, last), n: size };
+  }
+
+  /**
+   * One page of the referrers of `subject` in `name`. An unknown repository
+   * or subject has none (the spec forbids a 404 for an unknown subject).
+   */
+  async referrers(
+    name: string,
+    subject: Digest,
+    options: { artifactType?: string; n?: number; last?: string },
+  ): Promise<ListPage<ReferrerDescriptor>> {
+    const size = this.#size(options.n);
+    const page = await this.#ctx.meta.listReferrers(name, subject, {
+      n: size,
+      ...(options.artifactType === undefined ? {} : { artifactType: options.artifactType }),
+      ...(options.last === undefined ? {} : { last: options.last }),
+    });
+    return { ...page, n: size };
+  }
+}

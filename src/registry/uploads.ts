@@ -1,0 +1,233 @@
+/**
+ * The upload session protocol: start (with caps), append a chunk, finish,
+ * cancel, status.
+ *
+ * Each chunk is written to its own part, then acknowledged by one KV commit
+ * that checks the session is as the request found it; a request that loses a
+ * race gets 416 and its part is removed. So two racing PATCHes can never mix
+ * their bytes, and any process sharing the stores can take the next chunk.
+ *
+ * @module
+ */
+import { type Algorithm, type Digest, digestAlgorithm } from "../oci/digest.ts";
+import { OciError } from "../oci/errors.ts";
+import { parseContentRange, uploadRangeHeader } from "../oci/range.ts";
+import type { UploadSession } from "../meta/metadata_store.ts";
+import { UPLOAD_ID_REGEXP, type WrittenPart } from "../storage/blob_store.ts";
+import type { RegistryContext } from "./context.ts";
+import { uploadUnknown } from "./errors.ts";
+
+/** A chunk as the client sent it. */
+export interface Chunk {
+  body: ReadableStream<Uint8Array> | null;
+  /** The `Content-Range` header, if any. */
+  contentRange: string | null;
+  /** The `Content-Length` header, if any. */
+  contentLength: string | null;
+}
+
+/** Where a session stands. */
+export interface UploadState {
+  name: string;
+  uploadId: string;
+  /** Bytes acknowledged so far. */
+  offset: number;
+}
+
+/** The `Location`, `Range` and id a client is told of a session. */
+export function uploadLocation(state: UploadState): Record<string, string> {
+  return {
+    Location: `/v2/${state.name}/blobs/uploads/${state.uploadId}`,
+    Range: uploadRangeHeader(state.offset),
+    "Docker-Upload-UUID": state.uploadId,
+  };
+}
+
+function stateOf(name: string, session: UploadSession): UploadState {
+  return { name, uploadId: session.uploadId, offset: session.record.offset };
+}
+
+/** 416 for a chunk that does not start where the session is (or lost a race to it). */
+function outOfOrder(state: UploadState, message: string): OciError {
+  return new OciError("BLOB_UPLOAD_INVALID", message, {
+    status: 416,
+    headers: uploadLocation(state),
+    detail: { offset: state.offset },
+  });
+}
+
+/** A chunk whose length disagrees with what the client declared (400, nothing kept). */
+function sizeInvalid(message: string): OciError {
+  return new OciError("SIZE_INVALID", message);
+}
+
+function ended(): OciError {
+  return uploadUnknown("The upload was finished or cancelled by another request");
+}
+
+/** The upload operations of the registry. */
+export class Uploads {
+  readonly #ctx: RegistryContext;
+
+  constructor(ctx: RegistryContext) {
+    this.#ctx = ctx;
+  }
+
+  /** Opens a session in `name` hashing with `algorithm`, within the session caps. */
+  async start(name: string, algorithm: Algorithm): Promise<UploadState> {
+    const { meta, config } = this.#ctx;
+    const open = await meta.countUploads(name);
+    if (open.repo >= config.maxUploadsPerRepo || open.total >= config.maxUploads) {
+      throw new OciError(
+        "TOOMANYREQUESTS",
+        "Too many open upload sessions; finish or cancel some first",
+        { headers: { "Retry-After": "10" }, detail: { open } },
+      );
+    }
+    const uploadId = crypto.randomUUID();
+    await meta.createUpload(uploadId, name, algorithm);
+    return { name, uploadId, offset: 0 };
+  }
+
+  /** Where a session of `name` stands; 404 when there is no such session there. */
+  async status(name: string, uploadId: string): Promise<UploadState> {
+    return stateOf(name, await this.#load(name, uploadId));
+  }
+
+  /** Appends a chunk and acknowledges it; where the session stands after it. */
+  async append(name: string, uploadId: string, chunk: Chunk): Promise<UploadState> {
+    const session = await this.#load(name, uploadId);
+    const part = await this.#writeChunk(name, session, chunk);
+    if (!part) return stateOf(name, session);
+    const next = await this.#ctx.meta.commitPart(session, part);
+    if (next) return stateOf(name, next);
+    await this.#ctx.blobs.removePart(uploadId, part.file);
+    return await this.#lostRace(name, session);
+  }
+
+  /**
+   * Finishes a session as blob `digest`, with an optional last chunk. The
+   * last chunk is never acknowledged on its own: if the blob cannot be
+   * finished (disk full, bad digest) the session is as it was. A digest
+   * mismatch ends the session, as Distribution does: its bytes are not that blob.
+   */
+  async finish(name: string, uploadId: string, digest: Digest, chunk: Chunk): Promise<void> {
+    const { meta, blobs } = this.#ctx;
+    const session = await this.#load(name, uploadId);
+    const part = await this.#writeChunk(name, session, chunk, digest);
+    const parts = [...await meta.listUploadParts(session), ...(part ? [part] : [])];
+    const result = await this.#onSessionFiles(uploadId, () => blobs.finish(uploadId, parts, digest))
+      .catch(async (error) => {
+        if (part) await blobs.removePart(uploadId, part.file).catch(() => {});
+        throw error;
+      });
+    if (!result.ok) {
+      if (!(await meta.endUpload(session))) return await this.#lostRace(name, session);
+      await blobs.removeUpload(uploadId);
+      throw new OciError("DIGEST_INVALID", `Upload hashes to ${result.actual}, not ${digest}`, {
+        detail: { expected: digest, actual: result.actual },
+      });
+    }
+    if (!(await meta.endUpload(session, { digest, size: result.size }))) {
+      if (part) await blobs.removePart(uploadId, part.file);
+      return await this.#lostRace(name, session);
+    }
+    await blobs.removeUpload(uploadId);
+  }
+
+  /** Cancels a session: its record and its files go. */
+  async cancel(name: string, uploadId: string): Promise<void> {
+    let session = await this.#load(name, uploadId);
+    // A chunk acknowledged meanwhile changes the record: cancel the session as it is now
+    // (#load answers 404 once another request has really ended it).
+    while (!(await this.#ctx.meta.endUpload(session))) session = await this.#load(name, uploadId);
+    await this.#ctx.blobs.removeUpload(uploadId);
+  }
+
+  async #load(name: string, uploadId: string): Promise<UploadSession> {
+    const session = UPLOAD_ID_REGEXP.test(uploadId)
+      ? await this.#ctx.meta.getUpload(uploadId)
+      : null;
+    if (!session || session.record.name !== name) {
+      throw uploadUnknown(`Upload "${uploadId.slice(0, 100)}" is not known in "${name}"`);
+    }
+    return session;
+  }
+
+  /**
+   * Runs file work of a session. A file that vanished because another request
+   * ended the session meanwhile (its files go after its record) means this
+   * request lost the race: 404, not 500.
+   */
+  async #onSessionFiles<T>(uploadId: string, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      if (await this.#ctx.meta.getUpload(uploadId)) throw error;
+      throw ended();
+    }
+  }
+
+  /**
+   * Writes a chunk as the session's next part (checking `Content-Range`
+   * against the acknowledged offset) without acknowledging it. Null for an
+   * empty body.
+   */
+  async #writeChunk(
+    name: string,
+    session: UploadSession,
+    chunk: Chunk,
+    alsoHash?: Digest,
+  ): Promise<WrittenPart | null> {
+    const { uploadId } = session;
+    const state = stateOf(name, session);
+    const range = chunk.contentRange === null ? null : parseContentRange(chunk.contentRange);
+    const expected = range ? range.end - range.start + 1 : undefined;
+    const declared = chunk.contentLength;
+    if (range && range.start !== state.offset) {
+      await chunk.body?.cancel().catch(() => {});
+      throw outOfOrder(
+        state,
+        `Chunk starts at ${range.start}, but the upload is at ${state.offset}`,
+      );
+    }
+    if (range && declared !== null && Number(declared) !== expected) {
+      await chunk.body?.cancel().catch(() => {});
+      throw sizeInvalid(`Content-Range covers ${expected} bytes but Content-Length is ${declared}`);
+    }
+    if (chunk.body === null || declared === "0") {
+      await chunk.body?.cancel().catch(() => {});
+      if (range) throw outOfOrder(state, "Content-Range given for an empty body");
+      return null;
+    }
+    const body = chunk.body;
+    const options = {
+      algorithm: session.record.algorithm,
+      ...(expected === undefined ? {} : { limit: expected }),
+      ...(alsoHash ? { alsoHash: digestAlgorithm(alsoHash) } : {}),
+    };
+    const blobs = this.#ctx.blobs;
+    const part = await this.#onSessionFiles(
+      uploadId,
+      () => blobs.writePart(uploadId, body, options),
+    );
+    if ((expected !== undefined && part.size !== expected) || part.size === 0) {
+      await blobs.removePart(uploadId, part.file);
+      if (part.size === 0 && expected === undefined) return null;
+      throw sizeInvalid(`Content-Range covers ${expected} bytes but the body had ${part.size}`);
+    }
+    return part;
+  }
+
+  /** The answer to a request that another one beat to the session: 416, or 404 if it ended. */
+  async #lostRace(name: string, session: UploadSession): Promise<never> {
+    const now = await this.#ctx.meta.getUpload(session.uploadId);
+    if (!now) {
+      // Finished or cancelled meanwhile: writePart may have re-created its directory.
+      await this.#ctx.blobs.removeUpload(session.uploadId);
+      throw ended();
+    }
+    throw outOfOrder(stateOf(name, now), "Another request changed this upload first");
+  }
+}
