@@ -12,7 +12,7 @@ import { type Config, defaultConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
 import { KvMetadataStore } from "../src/meta/metadata_store.ts";
 import { FsBlobStore } from "../src/storage/fs_blob_store.ts";
-import { bytesOf } from "../src/storage/_blob_store_suite.ts";
+import { bytesOf } from "./_blob_store_suite.ts";
 
 /** A running in-process registry. Dispose it with `await using`. */
 export interface TestRegistry extends AsyncDisposable {

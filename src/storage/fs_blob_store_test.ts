@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { blobStoreSuite, bodyOf, bytesOf, digestOf, readAll } from "./_blob_store_suite.ts";
+import { bodyOf, bytesOf, digestOf, readAll } from "../../tests/_blob_store_suite.ts";
 import { FsBlobStore } from "./fs_blob_store.ts";
 
 async function tempStore(): Promise<FsBlobStore & AsyncDisposable> {
@@ -16,11 +16,6 @@ async function tempStore(): Promise<FsBlobStore & AsyncDisposable> {
     [Symbol.asyncDispose]: () => Deno.remove(root, { recursive: true }),
   });
 }
-
-blobStoreSuite("FsBlobStore", async () => {
-  const store = await tempStore();
-  return { store, [Symbol.asyncDispose]: () => store[Symbol.asyncDispose]() };
-});
 
 async function filesUnder(dir: string): Promise<string[]> {
   const out: string[] = [];

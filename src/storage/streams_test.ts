@@ -15,7 +15,7 @@ import {
   WRITE_BUFFER_BYTES,
   writeBody,
 } from "./streams.ts";
-import { bodyOf, bytesOf, readAll } from "./_blob_store_suite.ts";
+import { bodyOf, bytesOf, readAll } from "../../tests/_blob_store_suite.ts";
 
 const SIZES = [0, 1, 65535, 262144, 262145, 3 * 1024 * 1024 + 7];
 const CHUNKS = [1, 7, 4093, 65536, 100_003];

@@ -1,8 +1,7 @@
 /**
- * The shared test suite every {@linkcode BlobStore} and {@linkcode UploadStore}
- * must pass (STYLE §9: one suite, run against every store, like
- * distribution's `storage/driver/testsuites`). Call it from the store's own
- * `_test.ts` file:
+ * The shared test suite every blob store backend must pass (one suite, run
+ * against every store, like distribution's `storage/driver/testsuites`).
+ * `tests/blob_stores_test.ts` runs it against each backend:
  *
  * ```ts ignore
  * blobStoreSuite("FsBlobStore", async () => { ... return { store, [Symbol.asyncDispose] } });
@@ -12,13 +11,13 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { type Algorithm, type Digest, makeDigest } from "../oci/digest.ts";
-import type { BlobStore, UploadStore } from "./blob_store.ts";
-import { TooLargeError } from "./streams.ts";
+import { type Algorithm, type Digest, makeDigest } from "../src/oci/digest.ts";
+import type { Storage } from "../src/storage/blob_store.ts";
+import { TooLargeError } from "../src/storage/streams.ts";
 
 /** A store under test and how to throw it away. */
 export interface StoreFixture extends AsyncDisposable {
-  store: BlobStore & UploadStore;
+  store: Storage;
 }
 
 /** The digest of `bytes` with `algorithm`. */
@@ -64,7 +63,7 @@ async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
 
 /** Registers the suite's tests for the store `makeStore` builds (a fresh one per test). */
 export function blobStoreSuite(name: string, makeStore: () => Promise<StoreFixture>): void {
-  const test = (what: string, fn: (store: BlobStore & UploadStore) => Promise<void>) =>
+  const test = (what: string, fn: (store: Storage) => Promise<void>) =>
     Deno.test(`${name}: ${what}`, async () => {
       await using fixture = await makeStore();
       await fn(fixture.store);
@@ -419,5 +418,31 @@ export function blobStoreSuite(name: string, makeStore: () => Promise<StoreFixtu
       );
     }
     await assert.rejects(store.removePart("ok", "../../blobs"));
+  });
+
+  test("stat() gives the size and a modification time", async (store) => {
+    const before = Date.now() - 2000;
+    const digest = digestOf("timed");
+    await store.putBytes(digest, new TextEncoder().encode("timed"));
+    const info = await store.stat(digest);
+    assert.equal(info?.size, 5);
+    assert.ok(info && info.modifiedAt >= before && info.modifiedAt <= Date.now() + 2000);
+  });
+
+  test("listParts() and listUploads() show what a session stores; removeUpload() takes it", async (store) => {
+    const part = await store.writePart("s-parts", bodyOf(bytesOf(10)), { algorithm: "sha256" });
+    assert.deepEqual(await collect(store.listParts("s-parts")), [{ file: part.file, size: 10 }]);
+    const sessions = await collect(store.listUploads());
+    assert.deepEqual(sessions.map((s) => s.uploadId), ["s-parts"]);
+    assert.ok(sessions[0]!.modifiedAt > Date.now() - 60_000);
+    await store.removeUpload("s-parts");
+    assert.deepEqual(await collect(store.listParts("s-parts")), []);
+    assert.deepEqual(await collect(store.listUploads()), []);
+  });
+
+  test("debris() of a store nothing went wrong in is empty", async (store) => {
+    await store.put(digestOf("ok"), bodyOf(new TextEncoder().encode("ok")));
+    await store.writePart("s-debris", bodyOf(bytesOf(3)), { algorithm: "sha256" });
+    assert.deepEqual(await collect(store.debris()), []);
   });
 }
