@@ -1,5 +1,5 @@
 /**
- * Bounds (issue 3 §5): what Berth does when a client or the machine pushes it
+ * Bounds: what Berth does when a client or the machine pushes it
  * past a limit. Every limit answers cleanly and leaves nothing half done.
  *
  * - The upload session caps as set on the command line (`--max-uploads-per-repo`,

@@ -1,5 +1,5 @@
 /**
- * Hostile input (issue 3 §4): a table of requests that try to escape, overflow
+ * Hostile input: a table of requests that try to escape, overflow
  * or confuse the registry. Each row gets the spec's 4xx (or a clean
  * 413/414/416, or Deno's own 400 for malformed HTTP), never a 5xx; writes
  * nothing (the KV contents and the `blobs/`, `uploads/` and `tmp/` trees are

@@ -1,5 +1,5 @@
 /**
- * Graceful shutdown (issue 2 §2): on SIGTERM Berth stops accepting, finishes
+ * Graceful shutdown: on SIGTERM Berth stops accepting, finishes
  * the requests in flight (an upload whose body is still arriving, a download
  * still streaming), closes KV and exits 0; with and without the connection guard.
  *

@@ -1,7 +1,7 @@
 /**
  * The one module that calls Deno KV. Every call is retried with jittered
  * backoff when SQLite answers "database is locked", which it does when two
- * processes share one KV file (DESIGN §8).
+ * processes share one KV file.
  *
  * @module
  */

@@ -1,6 +1,6 @@
 /**
  * The shared test suite every {@linkcode BlobStore} and {@linkcode UploadStore}
- * must pass (STYLE §9: one suite, run against every store, like
+ * must pass (one suite, run against every store, like
  * distribution's `storage/driver/testsuites`). Call it from the store's own
  * `_test.ts` file:
  *
