@@ -2365,47 +2365,42 @@ async function runDataSet(t: Deno.TestContext, api: Api, td: TestData): Promise<
     report();
   });
 
-  await step("head", async () => {
-    for (const [tag, digest] of td.tags) {
+  /** The "head" and "pull" steps: every pullable tag and manifest, then every blob. */
+  const eachPullable = async (
+    verb: string,
+    manifest: (reference: string, digest: string, body: Bytes) => Promise<void>,
+    blob: (digest: string, bytes: Bytes) => Promise<void>,
+  ) => {
+    const references: [kind: string, reference: string, digest: string][] = [
+      ...[...td.tags].map(([tag, digest]) => ["tag", tag, digest] as [string, string, string]),
+      ...td.manOrder.map((digest) => ["manifest", digest, digest] as [string, string, string]),
+    ];
+    for (const [kind, reference, digest] of references) {
       if (td.skipPull.has(digest)) continue;
       await collect(
-        `head tag ${tag}`,
-        () => api.manifestHeadExists(REPO1, tag, digest, td.manifests.get(digest)!),
-      );
-    }
-    for (const digest of td.manOrder) {
-      if (td.skipPull.has(digest)) continue;
-      await collect(
-        `head manifest ${digest}`,
-        () => api.manifestHeadExists(REPO1, digest, digest, td.manifests.get(digest)!),
+        `${verb} ${kind} ${reference}`,
+        () => manifest(reference, digest, td.manifests.get(digest)!),
       );
     }
     for (const [digest, bytes] of td.blobs) {
-      await collect(`head blob ${digest}`, () => api.blobHeadExists(REPO1, digest, bytes));
+      await collect(`${verb} blob ${digest}`, () => blob(digest, bytes));
     }
     report();
-  });
+  };
 
-  await step("pull", async () => {
-    for (const [tag, digest] of td.tags) {
-      if (td.skipPull.has(digest)) continue;
-      await collect(
-        `pull tag ${tag}`,
-        () => api.manifestGetExists(REPO1, tag, digest, td.manifests.get(digest)!),
-      );
-    }
-    for (const digest of td.manOrder) {
-      if (td.skipPull.has(digest)) continue;
-      await collect(
-        `pull manifest ${digest}`,
-        () => api.manifestGetExists(REPO1, digest, digest, td.manifests.get(digest)!),
-      );
-    }
-    for (const [digest, bytes] of td.blobs) {
-      await collect(`pull blob ${digest}`, () => api.blobGetExistsFull(REPO1, digest, bytes));
-    }
-    report();
-  });
+  await step("head", () =>
+    eachPullable(
+      "head",
+      (reference, digest, body) => api.manifestHeadExists(REPO1, reference, digest, body),
+      (digest, bytes) => api.blobHeadExists(REPO1, digest, bytes),
+    ));
+
+  await step("pull", () =>
+    eachPullable(
+      "pull",
+      (reference, digest, body) => api.manifestGetExists(REPO1, reference, digest, body),
+      (digest, bytes) => api.blobGetExistsFull(REPO1, digest, bytes),
+    ));
 
   if (td.referrers.size) {
     await step("referrers", async () => {

@@ -36,6 +36,16 @@ async function readResponse(
   };
 }
 
+/** Pushes `bytes` as a blob of shut/app to the registry at `url` in one POST, asserting 201. */
+async function pushBlobTo(url: string, bytes: Uint8Array<ArrayBuffer>): Promise<void> {
+  const res = await fetch(`${url}/v2/shut/app/blobs/uploads/?digest=${sha256(bytes)}`, {
+    method: "POST",
+    body: bytes,
+  });
+  await res.body?.cancel();
+  assert.equal(res.status, 201, "push the blob to download");
+}
+
 for (const args of [[], ["--idle-timeout", "0"]]) {
   const mode = args.length ? "without the guard" : "with the guard";
 
@@ -76,12 +86,7 @@ for (const args of [[], ["--idle-timeout", "0"]]) {
       const reg = await spawnRegistry(["--data", dir, ...args]);
       const bytes = randomBytes(32 * MiB, 8);
       const digest = sha256(bytes);
-      const put = await fetch(`${reg.url}/v2/shut/app/blobs/uploads/?digest=${digest}`, {
-        method: "POST",
-        body: bytes,
-      });
-      await put.body?.cancel();
-      assert.equal(put.status, 201);
+      await pushBlobTo(reg.url, bytes);
       const res = await fetch(`${reg.url}/v2/shut/app/blobs/${digest}`);
       const reader = res.body!.getReader();
       let received = 0;
@@ -109,11 +114,7 @@ Deno.test("shutdown: --shutdown-timeout bounds the wait for a client that reads 
     const reg = await spawnRegistry(["--data", dir, "--shutdown-timeout", "2s"]);
     const bytes = randomBytes(64 * MiB, 9);
     const digest = sha256(bytes);
-    const put = await fetch(`${reg.url}/v2/shut/app/blobs/uploads/?digest=${digest}`, {
-      method: "POST",
-      body: bytes,
-    });
-    await put.body?.cancel();
+    await pushBlobTo(reg.url, bytes);
     const { port } = new URL(reg.url);
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(port) });
     await conn.write(
