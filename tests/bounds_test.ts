@@ -759,7 +759,7 @@ Deno.test("A5: --max-uploads-per-repo 2 --max-uploads 3: the next session gets 4
   await assertRefused("a");
   await openSession(reg, "b");
   await assertRefused("c");
-  // A refused monolithic POST is refused as a whole: a blob push needs no session.
+  // A monolithic POST opens no session, so the caps do not apply to it.
   const mono = await reg.fetch(`/v2/c/blobs/uploads/?digest=${sha256("x")}`, {
     method: "POST",
     headers: OCTET,
