@@ -194,6 +194,12 @@ function expectHeader(x: Exchange, name: string, value: string): void {
   assert.equal(x.headers.get(name), value, `header ${name}: ${show(x)}`);
 }
 
+/** The v1.1 suite checks Docker-Content-Digest only when the answer carries it. */
+function expectDigestIfSent(x: Exchange, digest: string): void {
+  const sent = x.headers.get("Docker-Content-Digest");
+  if (sent) assert.equal(sent, digest, show(x)); // Go: Header.Get(...) != ""
+}
+
 function expectBody(x: Exchange, bytes: Uint8Array): void {
   assert.ok(
     x.body.length === bytes.length && x.body.every((b, i) => b === bytes[i]),
@@ -626,8 +632,7 @@ async function runClassic(t: Deno.TestContext, root: string, autoMount: boolean)
   await pull("HEAD request to existing blob should yield 200", async () => {
     const x = await c.do("HEAD", `/v2/<name>/blobs/${d.configs[0]!.digest}`);
     expectStatus(x, 200);
-    const dcd = x.headers.get("Docker-Content-Digest");
-    if (dcd) assert.equal(dcd, d.configs[0]!.digest, show(x));
+    expectDigestIfSent(x, d.configs[0]!.digest);
   });
   await pull("GET nonexistent blob should result in 404 response", async () => {
     expectStatus(await c.do("GET", `/v2/<name>/blobs/${d.dummyDigest}`), 404);
@@ -648,16 +653,14 @@ async function runClassic(t: Deno.TestContext, root: string, autoMount: boolean)
           headers: [ACCEPT_MANIFEST],
         });
         expectStatus(x, 200);
-        const dcd = x.headers.get("Docker-Content-Digest");
-        if (dcd) assert.equal(dcd, m.digest, show(x));
+        expectDigestIfSent(x, m.digest);
       },
     );
   }
   await pull("HEAD request to manifest path (tag) should yield 200 response", async () => {
     const x = await c.do("HEAD", `/v2/<name>/manifests/${tag}`, { headers: [ACCEPT_MANIFEST] });
     expectStatus(x, 200);
-    const dcd = x.headers.get("Docker-Content-Digest");
-    if (dcd) assert.equal(dcd, d.manifests[0]!.digest, show(x));
+    expectDigestIfSent(x, d.manifests[0]!.digest);
   });
   await pull("GET nonexistent manifest should return 404", async () => {
     expectStatus(await c.do("GET", "/v2/<name>/manifests/.INVALID_MANIFEST_NAME"), 404);
