@@ -1,6 +1,7 @@
 /**
  * Unit tests of the configuration: flags > environment > config file >
- * defaults, and clear messages for bad values (DESIGN §6).
+ * defaults, and clear messages for bad values that name the option, the value
+ * and what is allowed.
  *
  * @module
  */

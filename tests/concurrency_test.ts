@@ -1,5 +1,5 @@
 /**
- * Concurrency in one process (issue 3 §3): many clients pushing the same
+ * Concurrency in one process: many clients pushing the same
  * content into one and into many repositories, racing tag moves, a manifest
  * PUT racing its DELETE, PATCHes racing on one session, many chunked uploads
  * at once. After each scenario the data directory is checked whole

@@ -194,6 +194,12 @@ function expectHeader(x: Exchange, name: string, value: string): void {
   assert.equal(x.headers.get(name), value, `header ${name}: ${show(x)}`);
 }
 
+/** The v1.1 suite checks Docker-Content-Digest only when the answer carries it. */
+function expectDigestIfSent(x: Exchange, digest: string): void {
+  const sent = x.headers.get("Docker-Content-Digest");
+  if (sent) assert.equal(sent, digest, show(x)); // Go: Header.Get(...) != ""
+}
+
 function expectBody(x: Exchange, bytes: Uint8Array): void {
   assert.ok(
     x.body.length === bytes.length && x.body.every((b, i) => b === bytes[i]),
@@ -626,8 +632,7 @@ async function runClassic(t: Deno.TestContext, root: string, autoMount: boolean)
   await pull("HEAD request to existing blob should yield 200", async () => {
     const x = await c.do("HEAD", `/v2/<name>/blobs/${d.configs[0]!.digest}`);
     expectStatus(x, 200);
-    const dcd = x.headers.get("Docker-Content-Digest");
-    if (dcd) assert.equal(dcd, d.configs[0]!.digest, show(x));
+    expectDigestIfSent(x, d.configs[0]!.digest);
   });
   await pull("GET nonexistent blob should result in 404 response", async () => {
     expectStatus(await c.do("GET", `/v2/<name>/blobs/${d.dummyDigest}`), 404);
@@ -648,16 +653,14 @@ async function runClassic(t: Deno.TestContext, root: string, autoMount: boolean)
           headers: [ACCEPT_MANIFEST],
         });
         expectStatus(x, 200);
-        const dcd = x.headers.get("Docker-Content-Digest");
-        if (dcd) assert.equal(dcd, m.digest, show(x));
+        expectDigestIfSent(x, m.digest);
       },
     );
   }
   await pull("HEAD request to manifest path (tag) should yield 200 response", async () => {
     const x = await c.do("HEAD", `/v2/<name>/manifests/${tag}`, { headers: [ACCEPT_MANIFEST] });
     expectStatus(x, 200);
-    const dcd = x.headers.get("Docker-Content-Digest");
-    if (dcd) assert.equal(dcd, d.manifests[0]!.digest, show(x));
+    expectDigestIfSent(x, d.manifests[0]!.digest);
   });
   await pull("GET nonexistent manifest should return 404", async () => {
     expectStatus(await c.do("GET", "/v2/<name>/manifests/.INVALID_MANIFEST_NAME"), 404);
@@ -2365,47 +2368,42 @@ async function runDataSet(t: Deno.TestContext, api: Api, td: TestData): Promise<
     report();
   });
 
-  await step("head", async () => {
-    for (const [tag, digest] of td.tags) {
+  /** The "head" and "pull" steps: every pullable tag and manifest, then every blob. */
+  const eachPullable = async (
+    verb: string,
+    manifest: (reference: string, digest: string, body: Bytes) => Promise<void>,
+    blob: (digest: string, bytes: Bytes) => Promise<void>,
+  ) => {
+    const references: [kind: string, reference: string, digest: string][] = [
+      ...[...td.tags].map(([tag, digest]) => ["tag", tag, digest] as [string, string, string]),
+      ...td.manOrder.map((digest) => ["manifest", digest, digest] as [string, string, string]),
+    ];
+    for (const [kind, reference, digest] of references) {
       if (td.skipPull.has(digest)) continue;
       await collect(
-        `head tag ${tag}`,
-        () => api.manifestHeadExists(REPO1, tag, digest, td.manifests.get(digest)!),
-      );
-    }
-    for (const digest of td.manOrder) {
-      if (td.skipPull.has(digest)) continue;
-      await collect(
-        `head manifest ${digest}`,
-        () => api.manifestHeadExists(REPO1, digest, digest, td.manifests.get(digest)!),
+        `${verb} ${kind} ${reference}`,
+        () => manifest(reference, digest, td.manifests.get(digest)!),
       );
     }
     for (const [digest, bytes] of td.blobs) {
-      await collect(`head blob ${digest}`, () => api.blobHeadExists(REPO1, digest, bytes));
+      await collect(`${verb} blob ${digest}`, () => blob(digest, bytes));
     }
     report();
-  });
+  };
 
-  await step("pull", async () => {
-    for (const [tag, digest] of td.tags) {
-      if (td.skipPull.has(digest)) continue;
-      await collect(
-        `pull tag ${tag}`,
-        () => api.manifestGetExists(REPO1, tag, digest, td.manifests.get(digest)!),
-      );
-    }
-    for (const digest of td.manOrder) {
-      if (td.skipPull.has(digest)) continue;
-      await collect(
-        `pull manifest ${digest}`,
-        () => api.manifestGetExists(REPO1, digest, digest, td.manifests.get(digest)!),
-      );
-    }
-    for (const [digest, bytes] of td.blobs) {
-      await collect(`pull blob ${digest}`, () => api.blobGetExistsFull(REPO1, digest, bytes));
-    }
-    report();
-  });
+  await step("head", () =>
+    eachPullable(
+      "head",
+      (reference, digest, body) => api.manifestHeadExists(REPO1, reference, digest, body),
+      (digest, bytes) => api.blobHeadExists(REPO1, digest, bytes),
+    ));
+
+  await step("pull", () =>
+    eachPullable(
+      "pull",
+      (reference, digest, body) => api.manifestGetExists(REPO1, reference, digest, body),
+      (digest, bytes) => api.blobGetExistsFull(REPO1, digest, bytes),
+    ));
 
   if (td.referrers.size) {
     await step("referrers", async () => {

@@ -1,5 +1,5 @@
 /**
- * Crashes (issue 3 §2): Berth runs as a subprocess and is killed with
+ * Crashes: Berth runs as a subprocess and is killed with
  * SIGKILL in the middle of a large monolithic upload, between and during
  * PATCH chunks, during a burst of manifest PUTs and tag moves, and during a
  * burst of deletes. Right after the kill, `fsck` must find the data

@@ -14,8 +14,6 @@ import {
   type TestRegistry,
 } from "./_registry.ts";
 
-/** Tags `body` (an already pushed manifest) with each of `tags`. */
-
 /** A repository `name` holding `tags` (all on one manifest). */
 async function repoWithTags(reg: TestRegistry, name: string, tags: string[]) {
   const [first, ...rest] = tags;
@@ -91,8 +89,8 @@ Deno.test("A7: tags are listed in lexical (byte) order", async () => {
   const tags = ["b", "B", "a", "A", "_u", "1", "10", "9", "a-b", "a.b", "a_b", "Z", "z", "0"];
   await repoWithTags(reg, "repo", tags);
   const { body } = await getJson(reg, "/v2/repo/tags/list");
-  const expected = [...tags].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
-  assert.deepEqual(expected.slice(0, 5), ["0", "1", "10", "9", "A"]);
+  // Bytes: - . 0-9 A-Z _ a-z
+  const expected = ["0", "1", "10", "9", "A", "B", "Z", "_u", "a", "a-b", "a.b", "a_b", "b", "z"];
   assert.deepEqual(body.tags, expected);
 });
 
@@ -230,7 +228,8 @@ Deno.test("catalog: repositories are listed once each, in lexical (byte) order",
   for (const name of names) await pushBlob(reg, name, `blob of ${name}`);
   await pushImage(reg, "a", "latest"); // a second write to an existing repository
   const { body } = await getJson(reg, "/v2/_catalog");
-  const expected = [...names].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+  // Bytes: - . / 0-9 _ a-z
+  const expected = ["0", "a", "a-b", "a.b", "a/b", "a/b/c", "a_b", "library/busybox", "zeta"];
   assert.deepEqual(body, { repositories: expected });
 });
 

@@ -1,10 +1,10 @@
 /**
- * Issue 3 §1: real registry clients against Berth running as `main.ts serve`.
+ * Real registry clients against Berth running as `main.ts serve`.
  *
  * One Deno.test starts Berth (spawnRegistry, `--tags-page-max 50`), builds the
  * test images (tests/e2e/clients.sh `make_test_images`: busybox-static plus random
  * layers, one of 50 MiB), starts a private dockerd (with its own containerd, used
- * by `ctr` too), runs one step per bullet of the issue, then stops dockerd and
+ * by `ctr` too), runs one step per client workflow, then stops dockerd and
  * Berth by PID and removes the temp dir. Client versions, flags and gotchas:
  * tests/e2e/README.md. The clients come from Debian packages (.ci/run
  * E2E_PACKAGES); a missing client fails its step with the package to install.
@@ -485,7 +485,7 @@ async function removeTree(dir: string): Promise<void> {
   }
 }
 
-Deno.test("issue 3 §1: real clients push to and pull from Berth (main.ts serve)", async (t) => {
+Deno.test("real clients push to and pull from Berth (main.ts serve)", async (t) => {
   need("bash", "tar", "gzip", "skopeo");
   assert.ok(existsSync("/bin/busybox"), "/bin/busybox missing: install busybox-static");
   // Short path on purpose: unix socket paths under it must stay below 108 bytes.

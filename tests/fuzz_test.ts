@@ -1,5 +1,5 @@
 /**
- * Seeded fuzzing (issue 3 §4): mutated manifests PUT to a repository where
+ * Seeded fuzzing: mutated manifests PUT to a repository where
  * the referenced blobs exist, and request paths, methods, query strings,
  * headers and bodies built from a grammar of registry-like segments and
  * hostile bytes. Whatever arrives, Berth answers below 500 (also to clients

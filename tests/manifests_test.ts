@@ -109,6 +109,11 @@ function indexBody(
   });
 }
 
+/** An OCI image manifest body: `fields` (descriptors as given) after schemaVersion and mediaType. */
+function ociManifest(fields: Record<string, unknown>): string {
+  return JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, ...fields });
+}
+
 function byteLength(text: string): number {
   return encoder.encode(text).length;
 }
@@ -295,13 +300,13 @@ Deno.test("end-3: GET by digest returns the bytes as pushed, with the same heade
   assert.equal(res.headers.get("Docker-Content-Digest"), digest);
 });
 
-Deno.test("end-3: HEAD by tag and by digest answers 200 with the headers of GET and no body", async () => {
+Deno.test("end-3: HEAD by tag and by digest answers 200 with the headers of GET", async () => {
   await using reg = await startRegistry();
   const { bytes, digest } = await pushOddManifest(reg, "repo", "latest");
   for (const ref of ["latest", digest]) {
     const res = await reg.fetch(`/v2/repo/manifests/${ref}`, { method: "HEAD" });
+    await res.body?.cancel(); // fetch() exposes no body after HEAD: nothing to check
     assert.equal(res.status, 200, ref);
-    assert.equal(await res.text(), "", ref);
     assert.equal(res.headers.get("Content-Type"), OCI_MANIFEST);
     assert.equal(res.headers.get("Content-Length"), String(bytes.length));
     assert.equal(res.headers.get("Docker-Content-Digest"), digest);
@@ -674,31 +679,16 @@ Deno.test("A12: invalid descriptors get 400 MANIFEST_INVALID", async (t) => {
   for (const [label, change] of cases) {
     await t.step(`layer: ${label}`, async () => {
       const bad = { ...layer, ...change };
-      const body = JSON.stringify({
-        schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
-        config,
-        layers: [bad],
-      });
+      const body = ociManifest({ config, layers: [bad] });
       await assertInvalid(await putManifest(reg, "repo", "v1", body));
     });
   }
   await t.step("config: negative size", async () => {
-    const body = JSON.stringify({
-      schemaVersion: 2,
-      mediaType: OCI_MANIFEST,
-      config: { ...config, size: -5 },
-      layers: [layer],
-    });
+    const body = ociManifest({ config: { ...config, size: -5 }, layers: [layer] });
     await assertInvalid(await putManifest(reg, "repo", "v1", body));
   });
   await t.step("config: not an object", async () => {
-    const body = JSON.stringify({
-      schemaVersion: 2,
-      mediaType: OCI_MANIFEST,
-      config: "x",
-      layers: [],
-    });
+    const body = ociManifest({ config: "x", layers: [] });
     await assertInvalid(await putManifest(reg, "repo", "v1", body));
   });
   await t.step("index child: bad digest", async () => {
@@ -742,7 +732,7 @@ Deno.test("A12: an image manifest needs config and layers; an index needs manife
     });
   }
   await t.step("an empty layers array and an empty index are valid", async () => {
-    const empty = JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config, layers: [] });
+    const empty = ociManifest({ config, layers: [] });
     await putOk(reg, "repo", "nolayers", empty);
     await putOk(reg, "repo", "emptyindex", indexBody([]), OCI_INDEX);
   });
@@ -755,12 +745,7 @@ Deno.test("A12: embedded data that does not match its digest or size gets 400 MA
   const { layer } = await pushParts(reg, "repo");
   const data = btoa(String.fromCharCode(...configBytes));
   const make = (descriptor: Record<string, unknown>) =>
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: OCI_MANIFEST,
-      config: descriptor,
-      layers: [layer],
-    });
+    ociManifest({ config: descriptor, layers: [layer] });
   const good = { mediaType: OCI_CONFIG, digest: configDigest, size: configBytes.length };
   await t.step("data of other bytes", async () => {
     const put = await putManifest(
@@ -800,9 +785,7 @@ Deno.test("A12: unknown artifactType, config and layer media types are accepted"
     digest: await pushBlob(reg, "repo", configBytes),
     size: configBytes.length,
   };
-  const body = JSON.stringify({
-    schemaVersion: 2,
-    mediaType: OCI_MANIFEST,
+  const body = ociManifest({
     artifactType: "application/vnd.example.unknown.artifact.v9",
     config,
     layers: [{
@@ -828,9 +811,7 @@ Deno.test("A12: an artifact with the empty config and no layers is accepted", as
   await using reg = await startRegistry();
   const empty = await pushBlob(reg, "repo", "{}");
   assert.equal(empty, "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a");
-  const body = JSON.stringify({
-    schemaVersion: 2,
-    mediaType: OCI_MANIFEST,
+  const body = ociManifest({
     artifactType: "application/vnd.example.sbom",
     config: { mediaType: OCI_EMPTY, digest: empty, size: 2 },
     layers: [],

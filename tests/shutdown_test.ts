@@ -1,5 +1,5 @@
 /**
- * Graceful shutdown (issue 2 §2): on SIGTERM Berth stops accepting, finishes
+ * Graceful shutdown: on SIGTERM Berth stops accepting, finishes
  * the requests in flight (an upload whose body is still arriving, a download
  * still streaming), closes KV and exits 0; with and without the connection guard.
  *
@@ -34,6 +34,16 @@ async function readResponse(
     bodyBytes: end === -1 ? 0 : all.length - end - 4,
     head: text.slice(0, end),
   };
+}
+
+/** Pushes `bytes` as a blob of shut/app to the registry at `url` in one POST, asserting 201. */
+async function pushBlobTo(url: string, bytes: Uint8Array<ArrayBuffer>): Promise<void> {
+  const res = await fetch(`${url}/v2/shut/app/blobs/uploads/?digest=${sha256(bytes)}`, {
+    method: "POST",
+    body: bytes,
+  });
+  await res.body?.cancel();
+  assert.equal(res.status, 201, "push the blob to download");
 }
 
 for (const args of [[], ["--idle-timeout", "0"]]) {
@@ -76,12 +86,7 @@ for (const args of [[], ["--idle-timeout", "0"]]) {
       const reg = await spawnRegistry(["--data", dir, ...args]);
       const bytes = randomBytes(32 * MiB, 8);
       const digest = sha256(bytes);
-      const put = await fetch(`${reg.url}/v2/shut/app/blobs/uploads/?digest=${digest}`, {
-        method: "POST",
-        body: bytes,
-      });
-      await put.body?.cancel();
-      assert.equal(put.status, 201);
+      await pushBlobTo(reg.url, bytes);
       const res = await fetch(`${reg.url}/v2/shut/app/blobs/${digest}`);
       const reader = res.body!.getReader();
       let received = 0;
@@ -109,11 +114,7 @@ Deno.test("shutdown: --shutdown-timeout bounds the wait for a client that reads 
     const reg = await spawnRegistry(["--data", dir, "--shutdown-timeout", "2s"]);
     const bytes = randomBytes(64 * MiB, 9);
     const digest = sha256(bytes);
-    const put = await fetch(`${reg.url}/v2/shut/app/blobs/uploads/?digest=${digest}`, {
-      method: "POST",
-      body: bytes,
-    });
-    await put.body?.cancel();
+    await pushBlobTo(reg.url, bytes);
     const { port } = new URL(reg.url);
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(port) });
     await conn.write(

@@ -1,5 +1,5 @@
 /**
- * Two Berth processes on one data directory (issue 3 §3; DESIGN §8): both
+ * Two Berth processes on one data directory: both
  * open `<dir>/meta.kv` and share `blobs/` and `uploads/`, so SQLite answers
  * "database is locked" under load and `src/meta/kv.ts` must retry. Content
  * pushed through one process is pulled byte-exact through the other, an

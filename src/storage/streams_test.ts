@@ -1,5 +1,5 @@
 /**
- * Unit tests of the two hot loops (DESIGN §8): request bodies gathered into
+ * Unit tests of the two hot loops: request bodies gathered into
  * 256 KiB buffers while hashing, and files served by range.
  *
  * @module
