@@ -19,23 +19,38 @@ export function json(
   return new Response(bytes, { status: init.status ?? 200, headers });
 }
 
-/** Whether an error means the disk is full or over quota. */
+/** Whether an error means the disk is full or over quota: by its errno code. */
 function isNoSpace(error: unknown): boolean {
-  return error instanceof Error &&
-    /ENOSPC|EDQUOT|No space left on device|quota exceeded/i.test(
-      `${(error as { code?: string }).code ?? ""} ${error.message}`,
-    );
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === "ENOSPC" || code === "EDQUOT") return true;
+  // Deno 2.9.6 gives some write errors no code; its message then names the errno.
+  return error instanceof Error && code === undefined &&
+    /No space left on device|Disk quota exceeded|\(os error (28|122)\)/i.test(error.message);
 }
 
-/** Whether an error is the client going away mid-body. */
+/** Error classes Deno raises when the client goes away or breaks the request mid-body. */
+const CLIENT_GONE = [
+  Deno.errors.BadResource,
+  Deno.errors.ConnectionReset,
+  Deno.errors.ConnectionAborted,
+  Deno.errors.BrokenPipe,
+  Deno.errors.UnexpectedEof,
+  Deno.errors.Interrupted,
+  Deno.errors.Http,
+];
+
+/** Whether an error is the client going away mid-body: by its class. */
 function isClientAbort(error: unknown): boolean {
-  return error instanceof Error &&
-    (error.name === "AbortError" ||
-      // Deno 2.9.6 says "Cannot read [request ]body as underlying resource
-      // unavailable" (BadResource) when the client goes away mid-body, and
-      // "invalid HTTP/1 request: ..." for a malformed chunk.
-      /connection (closed|reset)|body.*(aborted|error)|unexpected end|Http: |resource unavailable|invalid HTTP\/1/i
-        .test(error.message));
+  if (!(error instanceof Error)) return false;
+  if (error.name === "AbortError" || CLIENT_GONE.some((type) => error instanceof type)) {
+    return true;
+  }
+  // A malformed chunked body rejects with a plain Error ("invalid HTTP/1 request: …") and
+  // some broken reads with a TypeError in Deno 2.9.6: no specific class to go by.
+  return (error instanceof TypeError || error.constructor === Error) &&
+    /body|resource unavailable|invalid HTTP\/1|connection (closed|reset)|unexpected end/i.test(
+      error.message,
+    );
 }
 
 /** Maps anything thrown to an {@linkcode OciError}; unknown errors go to `log` once. */
