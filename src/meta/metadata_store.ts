@@ -7,6 +7,7 @@
  * @module
  */
 import type { Algorithm, Digest } from "../oci/digest.ts";
+import { KvMetadataAudit, type MetadataAudit } from "./audit.ts";
 import { Kv } from "./kv.ts";
 import {
   type BlobLink,
@@ -102,6 +103,11 @@ export class MetadataStore {
 
   constructor(kv: Deno.Kv | Kv) {
     this.kv = kv instanceof Kv ? kv : new Kv(kv);
+  }
+
+  /** Scans and checked repairs of every key family, for fsck. */
+  audit(): MetadataAudit {
+    return new KvMetadataAudit(this.kv);
   }
 
   async repoExists(name: string): Promise<boolean> {
