@@ -15,11 +15,15 @@ import { createLogger } from "../log.ts";
 import {
   blobLinkKey,
   blobReposKey,
+  legacyManifestEpochsPrefix,
   manifestKey,
   type ManifestRecord,
   manifestRefsKey,
+  migrationKey,
   referrerKey,
   repoKey,
+  schemaKey,
+  tagClockKey,
   tagKey,
   tagsByDigestKey,
   uploadCountKey,
@@ -550,5 +554,124 @@ Deno.test("fsck() reports folders under blobs/ that are no algorithm's, and --re
     await run(config, true);
     assert.equal((await run(config, false)).code, 0);
     await assert.rejects(Deno.stat(join(dir, "blobs", "md5")), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("fsck() rewrites manifest_refs that disagree with the bytes and adds missing ones", async () => {
+  await withStore(async (_dir, config) => {
+    let built: Built;
+    {
+      using s = await open(config);
+      built = await populate(s.app);
+      using kv = await rawKv(config);
+      await kv.set(manifestRefsKey("lib/app", built.a.digest, 0), { blobs: [], manifests: [] });
+      await kv.set(manifestRefsKey("lib/app", built.a.digest, 1), { blobs: [], manifests: [] });
+      await kv.delete(manifestRefsKey("lib/app", built.b.digest, 0));
+    }
+    const { a, b } = built;
+    const check = await run(config, false);
+    const problems = check.lines.filter((line) => line.startsWith("problem: "));
+    assert.deepEqual(
+      problems.sort(),
+      [
+        `problem: manifest lib/app@${a.digest}: its manifest_refs disagree with its bytes`,
+        `problem: manifest lib/app@${b.digest}: its manifest_refs are missing`,
+      ].sort(),
+    );
+    const repair = await run(config, true);
+    assert.ok(
+      repair.lines.slice(0, 2).every((line) => line.endsWith(" -> rewrote them from its bytes")),
+      repair.lines.join("\n"),
+    );
+    const again = await run(config, false);
+    assert.equal(again.code, 0, again.lines.join("\n"));
+    using s = await open(config);
+    assert.deepEqual(await s.stores.meta.getManifestRefs("lib/app", a.digest), {
+      blobs: [a.config, a.layer],
+      manifests: [],
+    });
+    assert.deepEqual(await s.stores.meta.getManifestRefs("lib/app", b.digest), {
+      blobs: [b.config, b.layer],
+      manifests: [],
+    });
+    assert.equal(await readRaw(config, manifestRefsKey("lib/app", a.digest, 1)), null);
+  });
+});
+
+Deno.test("fsck() removes manifest_epochs left by schema 1 and tag clocks that are not counters", async () => {
+  await withStore(async (_dir, config) => {
+    let built: Built;
+    {
+      using s = await open(config);
+      built = await populate(s.app);
+      using kv = await rawKv(config);
+      await kv.set(
+        [...legacyManifestEpochsPrefix(), "lib/app", built.a.digest],
+        new Deno.KvU64(1n),
+      );
+      await kv.set([...legacyManifestEpochsPrefix(), "other", built.c.digest], new Deno.KvU64(4n));
+      await kv.set(tagClockKey("lib/app"), "not a counter");
+    }
+    const check = await run(config, false);
+    assert.deepEqual(check.lines.filter((line) => line.startsWith("problem: ")), [
+      "problem: 2 manifest_epochs entries left over from schema 1",
+      "problem: tag_clock lib/app is malformed",
+    ]);
+    const repair = await run(config, true);
+    assert.match(repair.summary, /2 problems, 2 repaired$/);
+    const again = await run(config, false);
+    assert.equal(again.code, 0, again.lines.join("\n"));
+    // Tags change as before: the clock starts again.
+    using s = await open(config);
+    const moved = await call(s.app, "PUT", "/v2/lib/app/manifests/v1", built.b.body, {
+      "Content-Type": MANIFEST_TYPE,
+    });
+    assert.equal(moved.status, 201);
+    assert.equal((await call(s.app, "DELETE", "/v2/lib/app/manifests/latest")).status, 202);
+  });
+});
+
+Deno.test("fsck() reports a schema version it does not read and does not repair it", async () => {
+  await withStore(async (_dir, config) => {
+    {
+      using s = await open(config);
+      await populate(s.app);
+      using kv = await rawKv(config);
+      await kv.set(schemaKey(), { version: 3, migratedAt: 1 });
+    }
+    const check = await run(config, false);
+    assert.deepEqual(check.lines.filter((line) => line.startsWith("problem: ")), [
+      "problem: schema version 3 is not the one this code reads (2)",
+    ]);
+    const repair = await run(config, true);
+    assert.equal(repair.code, 1);
+    assert.equal(
+      repair.lines[0],
+      "problem: schema version 3 is not the one this code reads (2) (fsck cannot repair this)",
+    );
+    assert.match(repair.summary, /1 problem, 0 repaired$/);
+    assert.deepEqual(await readRaw(config, schemaKey()), { version: 3, migratedAt: 1 });
+    {
+      using kv = await rawKv(config);
+      await kv.set(schemaKey(), { version: 2, migratedAt: 1 });
+    }
+    assert.equal((await run(config, false)).code, 0);
+  });
+});
+
+Deno.test("fsck() warns about a schema migration under way without failing", async () => {
+  await withStore(async (_dir, config) => {
+    {
+      using s = await open(config);
+      await populate(s.app);
+      using kv = await rawKv(config);
+      await kv.set(migrationKey(), { from: 1, to: 2, step: "manifest_refs" });
+    }
+    const check = await run(config, false);
+    assert.deepEqual(check.lines.slice(0, -1), [
+      "warning: a schema migration from 1 to 2 is under way (step manifest_refs); " +
+      "start the server to finish it",
+    ]);
+    assert.equal(check.code, 0);
   });
 });
