@@ -189,7 +189,7 @@ function judgeManifests(scan: Scan, facts: Facts): void {
   for (const entry of scan.meta.manifest_refs) {
     if (!entry.key) continue;
     const at = id(entry.key.name, entry.key.digest);
-    pagesOf.set(at, [...(pagesOf.get(at) ?? []), entry]);
+    pagesOf.get(at)?.push(entry) ?? pagesOf.set(at, [entry]);
   }
   for (const entry of scan.meta.manifests) {
     const fact = judgeManifest(scan, facts, entry, pagesOf);
@@ -341,7 +341,7 @@ function judgeSessions(scan: Scan, facts: Facts): void {
   for (const part of scan.meta.upload_parts) {
     const uploadId = part.parts[0];
     if (typeof uploadId !== "string") continue;
-    partsOf.set(uploadId, [...(partsOf.get(uploadId) ?? []), part]);
+    partsOf.get(uploadId)?.push(part) ?? partsOf.set(uploadId, [part]);
   }
   for (const entry of scan.meta.uploads) {
     const uploadId = entry.key?.uploadId;

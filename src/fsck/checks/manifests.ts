@@ -96,7 +96,7 @@ export const strayManifestRefs: Invariant = {
       }
       const self = id(entry.key.name, entry.key.digest);
       if (ctx.facts.recordedManifests.has(self)) continue; // judged with its record
-      orphans.set(self, [...(orphans.get(self) ?? []), entry]);
+      orphans.get(self)?.push(entry) ?? orphans.set(self, [entry]);
     }
     for (const pages of orphans.values()) {
       const { name, digest } = pages[0]!.key!;
