@@ -110,7 +110,7 @@ async function main(): Promise<number> {
     return 0;
   }
   if (cli.command === "fsck") {
-    const { fsck } = await import("./src/fsck.ts");
+    const { fsck } = await import("./src/fsck/fsck.ts");
     return await fsck(cli.config, { repair: cli.repair });
   }
   try {

@@ -432,6 +432,10 @@ export function blobStoreSuite(name: string, makeStore: () => Promise<StoreFixtu
   test("listParts() and listUploads() show what a session stores; removeUpload() takes it", async (store) => {
     const part = await store.writePart("s-parts", bodyOf(bytesOf(10)), { algorithm: "sha256" });
     assert.deepEqual(await collect(store.listParts("s-parts")), [{ file: part.file, size: 10 }]);
+    const read = await store.openPart("s-parts", part.file);
+    assert.ok(read);
+    assert.deepEqual(await readAll(read), bytesOf(10));
+    assert.equal(await store.openPart("s-parts", "p-0000000000000000"), null);
     const sessions = await collect(store.listUploads());
     assert.deepEqual(sessions.map((s) => s.uploadId), ["s-parts"]);
     assert.ok(sessions[0]!.modifiedAt > Date.now() - 60_000);

@@ -183,6 +183,10 @@ export class FaultyStore implements Storage {
     return this.inner.listParts(uploadId);
   }
 
+  openPart(uploadId: string, file: string): Promise<ReadableStream<Uint8Array> | null> {
+    return this.inner.openPart(uploadId, file);
+  }
+
   debris(): AsyncIterable<Debris & { kind: "problem" | "leftover" }> {
     return this.inner.debris();
   }

@@ -14,7 +14,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { fsck } from "../src/fsck.ts";
+import { fsck } from "../src/fsck/fsck.ts";
 import {
   imageManifest,
   randomBytes,

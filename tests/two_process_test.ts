@@ -14,7 +14,7 @@ import { checkConsistency, k, type Snapshot } from "./_consistency.ts";
 import { imageManifest, randomBytes, sha256, spawnRegistry } from "./_registry.ts";
 import { openStores } from "../src/open.ts";
 import type { FsBlobStore } from "../src/storage/fs_blob_store.ts";
-import { fsck } from "../src/fsck.ts";
+import { fsck } from "../src/fsck/fsck.ts";
 
 const MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json";
 

@@ -12,6 +12,7 @@
  * @module
  */
 import type { Algorithm, Digest } from "../oci/digest.ts";
+import { KvMetadataAudit, type MetadataAudit, type Revision } from "./audit.ts";
 import { Kv, RETRY } from "./kv.ts";
 import {
   allUploadParts,
@@ -81,9 +82,7 @@ export interface ManifestWrite {
   refs: { blobs: Digest[]; manifests: Digest[]; subject?: Digest };
 }
 
-declare const REVISION: unique symbol;
-/** An opaque token of a record's version: a change made with it fails if the record changed. */
-export type Revision = string & { readonly [REVISION]: true };
+export type { Revision } from "./audit.ts";
 
 /** An upload session as read, with the revision a change must match. */
 export interface UploadSession {
@@ -158,6 +157,9 @@ export interface MetadataStore {
   /** Removes acknowledged-part records whose session is gone; how many sessions' worth. */
   sweepOrphanParts(): Promise<number>;
 
+  /** Scans and checked repairs of every key family, for fsck: see `audit.ts`. */
+  audit(): MetadataAudit;
+
   close(): void;
 }
 
@@ -195,6 +197,11 @@ export class KvMetadataStore implements MetadataStore {
 
   close(): void {
     this.kv.close();
+  }
+
+  /** Scans and checked repairs of every key family, for fsck. */
+  audit(): MetadataAudit {
+    return new KvMetadataAudit(this.kv);
   }
 
   async repoExists(name: string): Promise<boolean> {

@@ -99,6 +99,8 @@ export interface UploadStore {
   listUploads(): AsyncIterable<{ uploadId: string; modifiedAt: number }>;
   /** The parts stored for a session, by the names {@linkcode WrittenPart.file} uses. */
   listParts(uploadId: string): AsyncIterable<{ file: string; size: number }>;
+  /** Reads a stored part (fsck hashes it against its record), or null. */
+  openPart(uploadId: string, file: string): Promise<ReadableStream<Uint8Array> | null>;
 }
 
 /** Something in a store that is neither a blob nor part of a session. */

@@ -431,6 +431,22 @@ export class FsBlobStore implements Storage {
     }
   }
 
+  async openPart(uploadId: string, file: string): Promise<ReadableStream<Uint8Array> | null> {
+    let handle: Deno.FsFile;
+    try {
+      handle = await Deno.open(this.#partPath(uploadId, file), { read: true });
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) return null;
+      throw error;
+    }
+    try {
+      return fileStream(handle, 0, (await handle.stat()).size);
+    } catch (error) {
+      handle.close();
+      throw error;
+    }
+  }
+
   async *listParts(uploadId: string): AsyncIterable<{ file: string; size: number }> {
     const dir = this.#uploadDir(uploadId);
     for (const entry of await readDirSorted(dir)) {

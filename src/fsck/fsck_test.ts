@@ -8,28 +8,32 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type App, createApp } from "./app.ts";
-import { type Config, defaultConfig } from "./config.ts";
+import { type App, createApp } from "../app.ts";
+import { type Config, defaultConfig } from "../config.ts";
 import { fsck } from "./fsck.ts";
-import { createLogger } from "./log.ts";
+import { createLogger } from "../log.ts";
 import {
   blobLinkKey,
   blobReposKey,
+  legacyManifestEpochsPrefix,
   manifestKey,
   type ManifestRecord,
   manifestRefsKey,
+  migrationKey,
   referrerKey,
   repoKey,
+  schemaKey,
+  tagClockKey,
   tagKey,
   tagsByDigestKey,
   uploadCountKey,
   uploadPartKey,
   uploadTotalKey,
-} from "./meta/keys.ts";
-import type { Digest } from "./oci/digest.ts";
-import { kvLocation, openStores, type Stores } from "./open.ts";
-import type { FsBlobStore } from "./storage/fs_blob_store.ts";
-import { imageManifest, randomBytes, sha256 } from "../tests/_registry.ts";
+} from "../meta/keys.ts";
+import type { Digest } from "../oci/digest.ts";
+import { kvLocation, openStores, type Stores } from "../open.ts";
+import type { FsBlobStore } from "../storage/fs_blob_store.ts";
+import { imageManifest, randomBytes, sha256 } from "../../tests/_registry.ts";
 
 const MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json";
 const enc = new TextEncoder();
@@ -170,28 +174,26 @@ async function withStore<T>(
 
 async function open(
   config: Config,
-): Promise<
-  { stores: Stores; kv: Deno.Kv; blobs: FsBlobStore; app: App; [Symbol.dispose](): void }
-> {
+): Promise<{ stores: Stores; app: App; [Symbol.dispose](): void }> {
   const stores = await openStores(config);
-  // A second handle on the same KV file, to damage records on purpose.
-  const kv = await Deno.openKv(kvLocation(config));
   const app = createApp({
     meta: stores.meta,
     blobs: stores.blobs,
     config,
     log: createLogger("off"),
   });
-  return {
-    stores,
-    kv,
-    blobs: stores.blobs as FsBlobStore,
-    app,
-    [Symbol.dispose]: () => {
-      kv.close();
-      stores.close();
-    },
-  };
+  return { stores, app, [Symbol.dispose]: () => stores.close() };
+}
+
+/** Opens the KV file of `config` directly, to damage it as a bug or a crash could. */
+function rawKv(config: Config): Promise<Deno.Kv> {
+  return Deno.openKv(kvLocation(config));
+}
+
+/** One value straight from the KV file of `config`. */
+async function readRaw(config: Config, key: Deno.KvKey): Promise<unknown> {
+  using kv = await rawKv(config);
+  return (await kv.get(key)).value;
 }
 
 /** Runs fsck, capturing its report. */
@@ -245,8 +247,8 @@ Deno.test("fsck() reports every kind of damage, --repair fixes it, and a second 
       using s = await open(config);
       built = await populate(s.app);
       const { a, b, c, signature, otherUpload } = built;
-      const kv = s.kv;
-      const blobs = s.blobs;
+      using kv = await rawKv(config);
+      const blobs = s.stores.blobs as FsBlobStore;
       // 1. Corrupt bytes (same size) under b's layer; its link can no longer be served.
       await Deno.writeFile(blobs.blobPath(b.layer), randomBytes(b.layerBytes.length, 99));
       // 2. c's manifest bytes lost: the record and the tag c1 cannot be served.
@@ -382,7 +384,10 @@ Deno.test("fsck() reports every kind of damage, --repair fixes it, and a second 
     assert.equal((await call(s.app, "GET", "/v2/other/manifests/c1")).status, 404);
     assert.equal((await call(s.app, "GET", "/v2/lib/app/manifests/ghost")).status, 404);
     assert.equal((await call(s.app, "HEAD", `/v2/lib/app/blobs/${b.layer}`)).status, 404);
-    await assert.rejects(Deno.stat(s.blobs.blobPath(b.layer)), Deno.errors.NotFound);
+    await assert.rejects(
+      Deno.stat((s.stores.blobs as FsBlobStore).blobPath(b.layer)),
+      Deno.errors.NotFound,
+    );
     const mounted = await call(s.app, "GET", `/v2/other/blobs/${a.layer}`);
     assert.deepEqual(mounted.body, a.layerBytes);
     assert.equal(mounted.headers.get("Content-Length"), String(a.layerBytes.length));
@@ -391,7 +396,7 @@ Deno.test("fsck() reports every kind of damage, --repair fixes it, and a second 
     assert.deepEqual(index.manifests.map((d: { digest: string }) => d.digest), [signature.digest]);
     assert.equal(index.manifests[0].annotations["org.example.signed-by"], "fsck test");
     assert.equal(
-      (await s.stores.meta.kv.get(tagsByDigestKey("lib/app", a.digest, "latest"))).value,
+      await readRaw(config, tagsByDigestKey("lib/app", a.digest, "latest")),
       true,
     );
     assert.deepEqual(await s.stores.meta.countUploads("lib/app"), { repo: 1, total: 1 });
@@ -441,9 +446,9 @@ Deno.test("fsck() as `main.ts fsck` exits 1 on a damaged store and 0 once repair
     {
       using s = await open(config);
       const { b } = await populate(s.app);
-      await Deno.writeFile(s.blobs.blobPath(b.config), enc.encode("{}"));
+      await Deno.writeFile((s.stores.blobs as FsBlobStore).blobPath(b.config), enc.encode("{}"));
     }
-    const main = new URL("../main.ts", import.meta.url).pathname;
+    const main = new URL("../../main.ts", import.meta.url).pathname;
     const cli = async (...extra: string[]) => {
       const { code, stdout } = await new Deno.Command(Deno.execPath(), {
         args: ["run", "--unstable-kv", "-A", main, "fsck", "--data", dir, ...extra],
@@ -470,7 +475,7 @@ Deno.test("fsck() rewrites a record that disagrees with its bytes, and its refer
       using s = await open(config);
       built = await populate(s.app);
       const { a, signature } = built;
-      const kv = s.kv;
+      using kv = await rawKv(config);
       const key = manifestKey("lib/app", signature.digest);
       const record = (await kv.get<ManifestRecord>(key)).value!;
       const wrongKey = referrerKey("lib/app", a.digest, "application/wrong", signature.digest);
@@ -505,13 +510,13 @@ Deno.test("fsck() rewrites a record that disagrees with its bytes, and its refer
   });
 });
 
-Deno.test("fsck() reports a tag whose media type disagrees with its manifest, and an epoch without a manifest", async () => {
+Deno.test("fsck() reports a tag whose media type disagrees with its manifest, and manifest_refs without a manifest", async () => {
   await withStore(async (_dir, config) => {
     const ghost = sha256("no such manifest") as Digest;
     {
       using s = await open(config);
       await populate(s.app);
-      const kv = s.kv;
+      using kv = await rawKv(config);
       const latest = await kv.get<Record<string, unknown>>(tagKey("lib/app", "latest"));
       await kv.set(tagKey("lib/app", "latest"), {
         ...latest.value,
@@ -521,15 +526,18 @@ Deno.test("fsck() reports a tag whose media type disagrees with its manifest, an
     }
     const check = await run(config, false);
     const problems = check.lines.filter((line) => line.startsWith("problem: "));
-    assert.equal(problems.length, 1, check.lines.join("\n"));
-    assert.ok(
-      problems.some((line) => /tag lib\/app:latest: says "application\/x\.wrong"/.test(line)),
-      problems.join("\n"),
-    );
-    // TODO(fsck rewrite): manifest_refs without a manifest must be a problem too.
-    assert.equal((await run(config, true)).code, 1);
+    assert.deepEqual(problems.map((line) => line.replace(/sha256:[0-9a-f]{64}/g, "D")), [
+      "problem: manifest_refs of lib/app@D: no such manifest",
+      'problem: tag lib/app:latest: says "application/x.wrong" 401, its manifest is ' +
+      "application/vnd.oci.image.manifest.v1+json 401",
+    ]);
+    assert.ok(problems[0]!.includes(ghost));
+    const repair = await run(config, true);
+    assert.equal(repair.code, 1);
+    assert.match(repair.lines[0]!, / -> removed them$/);
     const again = await run(config, false);
     assert.equal(again.code, 0, again.lines.join("\n"));
+    assert.equal(await readRaw(config, manifestRefsKey("lib/app", ghost, 0)), null);
   });
 });
 
@@ -550,5 +558,144 @@ Deno.test("fsck() reports folders under blobs/ that are no algorithm's, and --re
     await run(config, true);
     assert.equal((await run(config, false)).code, 0);
     await assert.rejects(Deno.stat(join(dir, "blobs", "md5")), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("fsck() rewrites manifest_refs that disagree with the bytes and adds missing ones", async () => {
+  await withStore(async (_dir, config) => {
+    let built: Built;
+    {
+      using s = await open(config);
+      built = await populate(s.app);
+      using kv = await rawKv(config);
+      await kv.set(manifestRefsKey("lib/app", built.a.digest, 0), { blobs: [], manifests: [] });
+      await kv.set(manifestRefsKey("lib/app", built.a.digest, 1), { blobs: [], manifests: [] });
+      await kv.delete(manifestRefsKey("lib/app", built.b.digest, 0));
+    }
+    const { a, b } = built;
+    const check = await run(config, false);
+    const problems = check.lines.filter((line) => line.startsWith("problem: "));
+    assert.deepEqual(
+      problems.sort(),
+      [
+        `problem: manifest lib/app@${a.digest}: its manifest_refs disagree with its bytes`,
+        `problem: manifest lib/app@${b.digest}: its manifest_refs are missing`,
+      ].sort(),
+    );
+    const repair = await run(config, true);
+    assert.ok(
+      repair.lines.slice(0, 2).every((line) => line.endsWith(" -> rewrote them from its bytes")),
+      repair.lines.join("\n"),
+    );
+    const again = await run(config, false);
+    assert.equal(again.code, 0, again.lines.join("\n"));
+    using s = await open(config);
+    assert.deepEqual(await s.stores.meta.getManifestRefs("lib/app", a.digest), {
+      blobs: [a.config, a.layer],
+      manifests: [],
+    });
+    assert.deepEqual(await s.stores.meta.getManifestRefs("lib/app", b.digest), {
+      blobs: [b.config, b.layer],
+      manifests: [],
+    });
+    assert.equal(await readRaw(config, manifestRefsKey("lib/app", a.digest, 1)), null);
+  });
+});
+
+Deno.test("fsck() removes manifest_epochs left by schema 1 and tag clocks that are not counters", async () => {
+  await withStore(async (_dir, config) => {
+    let built: Built;
+    {
+      using s = await open(config);
+      built = await populate(s.app);
+      using kv = await rawKv(config);
+      await kv.set(
+        [...legacyManifestEpochsPrefix(), "lib/app", built.a.digest],
+        new Deno.KvU64(1n),
+      );
+      await kv.set([...legacyManifestEpochsPrefix(), "other", built.c.digest], new Deno.KvU64(4n));
+      await kv.set(tagClockKey("lib/app"), "not a counter");
+    }
+    const check = await run(config, false);
+    assert.deepEqual(check.lines.filter((line) => line.startsWith("problem: ")), [
+      "problem: 2 manifest_epochs entries left over from schema 1",
+      "problem: tag_clock lib/app is malformed",
+    ]);
+    const repair = await run(config, true);
+    assert.match(repair.summary, /2 problems, 2 repaired$/);
+    const again = await run(config, false);
+    assert.equal(again.code, 0, again.lines.join("\n"));
+    // Tags change as before: the clock starts again.
+    using s = await open(config);
+    const moved = await call(s.app, "PUT", "/v2/lib/app/manifests/v1", built.b.body, {
+      "Content-Type": MANIFEST_TYPE,
+    });
+    assert.equal(moved.status, 201);
+    assert.equal((await call(s.app, "DELETE", "/v2/lib/app/manifests/latest")).status, 202);
+  });
+});
+
+Deno.test("fsck() reports a schema version it does not read and does not repair it", async () => {
+  await withStore(async (_dir, config) => {
+    {
+      using s = await open(config);
+      await populate(s.app);
+      using kv = await rawKv(config);
+      await kv.set(schemaKey(), { version: 3, migratedAt: 1 });
+    }
+    const check = await run(config, false);
+    assert.deepEqual(check.lines.filter((line) => line.startsWith("problem: ")), [
+      "problem: schema version 3 is not the one this code reads (2)",
+    ]);
+    const repair = await run(config, true);
+    assert.equal(repair.code, 1);
+    assert.equal(
+      repair.lines[0],
+      "problem: schema version 3 is not the one this code reads (2) (fsck cannot repair this)",
+    );
+    assert.match(repair.summary, /1 problem, 0 repaired$/);
+    assert.deepEqual(await readRaw(config, schemaKey()), { version: 3, migratedAt: 1 });
+    {
+      using kv = await rawKv(config);
+      await kv.set(schemaKey(), { version: 2, migratedAt: 1 });
+    }
+    assert.equal((await run(config, false)).code, 0);
+  });
+});
+
+Deno.test("fsck() warns about a schema migration under way without failing", async () => {
+  await withStore(async (_dir, config) => {
+    {
+      using s = await open(config);
+      await populate(s.app);
+      using kv = await rawKv(config);
+      await kv.set(migrationKey(), { from: 1, to: 2, step: "manifest_refs" });
+    }
+    const check = await run(config, false);
+    assert.deepEqual(check.lines.slice(0, -1), [
+      "warning: a schema migration from 1 to 2 is under way (step manifest_refs); " +
+      "start the server to finish it",
+    ]);
+    assert.equal(check.code, 0);
+  });
+});
+
+Deno.test("fsck() finds an upload part whose bytes changed but not its size, and --repair ends the session", async () => {
+  await withStore(async (dir, config) => {
+    let uploadId: string;
+    {
+      using s = await open(config);
+      ({ uploadId } = await startUpload(s.app, "lib/app", [enc.encode("hello world")]));
+    }
+    const sessionDir = join(dir, "uploads", uploadId);
+    const [part] = [...Deno.readDirSync(sessionDir)].map((e) => e.name);
+    await Deno.writeTextFile(join(sessionDir, part!), "HELLO WORLD");
+    const check = await run(config, false);
+    const problems = check.lines.filter((line) => line.startsWith("problem: "));
+    assert.equal(problems.length, 1, check.lines.join("\n"));
+    assert.match(problems[0]!, new RegExp(`part 0 file ${part} does not match its record`));
+    await run(config, true);
+    const again = await run(config, false);
+    assert.equal(again.code, 0, again.lines.join("\n"));
   });
 });
