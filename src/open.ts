@@ -30,14 +30,13 @@ export async function openStores(config: Pick<Config, "kv" | "data" | "blobs">):
   // A KV file's folder (the data directory by default) must exist before SQLite opens it.
   if (!remote) await Deno.mkdir(dirname(location), { recursive: true });
   const blobs = await openBlobStore(config);
-  let kv: Deno.Kv;
+  let meta: KvMetadataStore;
   try {
-    kv = await Deno.openKv(location);
+    meta = await KvMetadataStore.open(location);
   } catch (error) {
     await blobs.close();
     throw error;
   }
-  const meta = new KvMetadataStore(kv);
   return {
     meta,
     blobs,

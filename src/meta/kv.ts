@@ -15,32 +15,13 @@ const LOCKED_REGEXP = /database is locked|database table is locked|SQLITE_BUSY/i
 const MAX_ATTEMPTS = 100;
 
 /**
- * Whether an error is SQLite contention worth retrying. Deno 2.9.6 raises it
- * as a plain `TypeError` (or `Deno.errors.Busy` where the runtime maps it), so
- * the class narrows the match and the message decides.
+ * Whether an error is SQLite contention worth retrying: `Deno.errors.Busy`
+ * by its class; Deno 2.9.6's KV raises it as a plain `TypeError`, so a
+ * `TypeError` (only) is recognised by its message.
  */
 export function isLockedError(error: unknown): boolean {
   if (error instanceof Deno.errors.Busy) return true;
-  return (error instanceof TypeError || error instanceof Error) &&
-    LOCKED_REGEXP.test(error.message);
-}
-
-/** Jittered backoff for attempt `n` (1-based): a few ms, at most ~75 ms. */
-function backoff(n: number): Promise<void> {
-  const delay = Math.min(2 ** Math.min(n, 6), 50) * (0.5 + Math.random());
-  return new Promise((resolve) => setTimeout(resolve, delay));
-}
-
-/** Runs `fn`, retrying on lock contention with jittered backoff. */
-async function retryLocked<T>(fn: () => Promise<T>): Promise<T> {
-  for (let attempt = 1;; attempt++) {
-    try {
-      return await fn();
-    } catch (error) {
-      if (!isLockedError(error) || attempt >= MAX_ATTEMPTS) throw error;
-      await backoff(attempt);
-    }
-  }
+  return error instanceof TypeError && LOCKED_REGEXP.test(error.message);
 }
 
 /** Returned by a {@linkcode Kv.transact} body whose commit lost a race: read again and retry. */
@@ -54,6 +35,26 @@ export class ContentionError extends Error {
   }
 }
 
+/**
+ * The one retry loop. `body` is run until it returns something other than
+ * {@linkcode RETRY}; a "database is locked" error is retried too. Between
+ * rounds it waits a short, jittered and growing time (a few ms: the other
+ * writer is usually done by then).
+ */
+async function retry<T>(what: string, body: () => Promise<T | typeof RETRY>): Promise<T> {
+  for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+    try {
+      const result = await body();
+      if (result !== RETRY) return result;
+    } catch (error) {
+      if (!isLockedError(error) || attempt === MAX_ATTEMPTS) throw error;
+    }
+    const delay = Math.min(2 ** Math.min(attempt, 6), 50) * (0.1 + Math.random());
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+  throw new ContentionError(what);
+}
+
 /** A thin wrapper over `Deno.Kv` whose calls all retry on contention. */
 export class Kv {
   readonly #raw: Deno.Kv;
@@ -63,13 +64,13 @@ export class Kv {
   }
 
   get<T>(key: Deno.KvKey): Promise<Deno.KvEntryMaybe<T>> {
-    return retryLocked(() => this.#raw.get<T>(key));
+    return retry("get", () => this.#raw.get<T>(key));
   }
 
   getMany<T extends readonly unknown[]>(
     keys: readonly [...{ [K in keyof T]: Deno.KvKey }],
   ): Promise<{ [K in keyof T]: Deno.KvEntryMaybe<T[K]> }> {
-    return retryLocked(() => this.#raw.getMany<T>(keys));
+    return retry("getMany", () => this.#raw.getMany<T>(keys));
   }
 
   /** Lists at most `limit` entries (never unbounded). */
@@ -78,7 +79,7 @@ export class Kv {
     limit: number,
     reverse = false,
   ): Promise<Deno.KvEntry<T>[]> {
-    return retryLocked(async () => {
+    return retry("list", async () => {
       const entries: Deno.KvEntry<T>[] = [];
       for await (
         const entry of this.#raw.list<T>(selector, {
@@ -104,7 +105,7 @@ export class Kv {
       prefix,
     };
     for (;;) {
-      const page = await retryLocked(async () => {
+      const page = await retry("scan", async () => {
         const iter = this.#raw.list<T>(
           selector,
           cursor ? { limit: pageSize, cursor } : { limit: pageSize },
@@ -124,7 +125,7 @@ export class Kv {
    * versionstamp, or null when a check failed.
    */
   commit(build: (op: Deno.AtomicOperation) => Deno.AtomicOperation): Promise<string | null> {
-    return retryLocked(async () => {
+    return retry("commit", async () => {
       const result = await build(this.#raw.atomic()).commit();
       return result.ok ? result.versionstamp : null;
     });
@@ -136,14 +137,8 @@ export class Kv {
    * failed), backing off between rounds. Throws {@linkcode ContentionError}
    * after too many lost races.
    */
-  async transact<T>(what: string, body: () => Promise<T | typeof RETRY>): Promise<T> {
-    for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
-      const result = await body();
-      if (result !== RETRY) return result;
-      // Short and jittered: the winner is already done, so the next round usually succeeds.
-      await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(attempt, 20)));
-    }
-    throw new ContentionError(what);
+  transact<T>(what: string, body: () => Promise<T | typeof RETRY>): Promise<T> {
+    return retry(what, body);
   }
 
   close(): void {

@@ -195,6 +195,11 @@ export class KvMetadataStore implements MetadataStore {
     this.kv = kv instanceof Kv ? kv : new Kv(kv);
   }
 
+  /** Opens the KV at `location` (a SQLite file path, a KV Connect URL or `:memory:`). */
+  static async open(location: string): Promise<KvMetadataStore> {
+    return new KvMetadataStore(await Deno.openKv(location));
+  }
+
   close(): void {
     this.kv.close();
   }
