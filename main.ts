@@ -10,6 +10,7 @@ import { serveGuarded } from "./src/http/conn_guard.ts";
 import { Drain } from "./src/http/drain.ts";
 import { createLogger } from "./src/log.ts";
 import { kvLocation, openStores } from "./src/open.ts";
+import { SchemaError } from "./src/meta/schema.ts";
 import { startSweeper } from "./src/sweeper.ts";
 
 /** A start-up failure the user can fix (a path, a port): reported in one line. */
@@ -19,6 +20,8 @@ async function startup<T>(what: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (error) {
+    // A newer schema says all there is to say; anything else gets what was being done.
+    if (error instanceof SchemaError) throw new StartupError(error.message);
     throw new StartupError(`${what}: ${(error as Error).message}`);
   }
 }
@@ -27,8 +30,10 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
   const log = createLogger(config.logLevel);
   const stores = await startup(
     `Cannot open the data directory "${config.data}" or KV "${kvLocation(config)}"`,
-    () => openStores(config),
+    () => openStores(config, { onProgress: (line) => log.info("schema migration", { line }) }),
   );
+  const { from, to, ms } = stores.schema;
+  if (from !== to) log.info("schema migrated", { from, to, ms });
   const drain = new Drain();
   const app = drain.wrap(createApp({ meta: stores.meta, blobs: stores.blobs, config, log }));
   const onListen = ({ hostname, port }: Deno.NetAddr) => {
@@ -111,7 +116,13 @@ async function main(): Promise<number> {
   }
   if (cli.command === "fsck") {
     const { fsck } = await import("./src/fsck/fsck.ts");
-    return await fsck(cli.config, { repair: cli.repair });
+    try {
+      return await fsck(cli.config, { repair: cli.repair });
+    } catch (error) {
+      if (!(error instanceof SchemaError)) throw error;
+      console.error(`berth: ${error.message}`);
+      return 2;
+    }
   }
   try {
     await serve(cli.config);

@@ -14,6 +14,8 @@
 import type { Algorithm, Digest } from "../oci/digest.ts";
 import { KvMetadataAudit, type MetadataAudit, type Revision } from "./audit.ts";
 import { Kv, RETRY } from "./kv.ts";
+import { migrate } from "./schema.ts";
+import type { BlobStore } from "../storage/blob_store.ts";
 import {
   allUploadParts,
   type BlobLink,
@@ -198,6 +200,17 @@ export class KvMetadataStore implements MetadataStore {
   /** Opens the KV at `location` (a SQLite file path, a KV Connect URL or `:memory:`). */
   static async open(location: string): Promise<KvMetadataStore> {
     return new KvMetadataStore(await Deno.openKv(location));
+  }
+
+  /**
+   * Brings the KV layout to {@linkcode SCHEMA_VERSION} (see `schema.ts`):
+   * resumable, crash-safe steps; throws `SchemaError` for a newer layout.
+   */
+  migrate(
+    blobs: Pick<BlobStore, "open">,
+    options: { onProgress?: (line: string) => void } = {},
+  ): Promise<{ from: number; to: number }> {
+    return migrate(this.kv, blobs, options.onProgress ? { onProgress: options.onProgress } : {});
   }
 
   close(): void {

@@ -5,13 +5,8 @@
  * @module
  */
 import { type Invariant, removal } from "../finding.ts";
+import { SCHEMA_VERSION } from "../../meta/schema.ts";
 import { isObject } from "../values.ts";
-
-/**
- * The KV layout this code reads: version 2 (`manifest_refs` and a
- * per-repository `tag_clock`; version 1 had `manifest_epochs`).
- */
-export const SCHEMA_VERSION = 2;
 
 /** A `["schema"]` record of another version: a problem fsck cannot repair. */
 export const schemaVersion: Invariant = {
