@@ -11,6 +11,8 @@ import { join } from "node:path";
 import { type App, createApp } from "../app.ts";
 import { type Config, defaultConfig } from "../config.ts";
 import { fsck } from "./fsck.ts";
+import { schemaVersion } from "./checks/schema.ts";
+import { SchemaError } from "../meta/schema.ts";
 import { createLogger } from "../log.ts";
 import {
   blobLinkKey,
@@ -635,7 +637,7 @@ Deno.test("fsck() removes manifest_epochs left by schema 1 and tag clocks that a
   });
 });
 
-Deno.test("fsck() reports a schema version it does not read and does not repair it", async () => {
+Deno.test("fsck() refuses a schema newer than it knows and changes nothing", async () => {
   await withStore(async (_dir, config) => {
     {
       using s = await open(config);
@@ -643,24 +645,21 @@ Deno.test("fsck() reports a schema version it does not read and does not repair 
       using kv = await rawKv(config);
       await kv.set(schemaKey(), { version: 3, migratedAt: 1 });
     }
-    const check = await run(config, false);
-    assert.deepEqual(check.lines.filter((line) => line.startsWith("problem: ")), [
-      "problem: schema version 3 is not the one this code reads (2)",
-    ]);
-    const repair = await run(config, true);
-    assert.equal(repair.code, 1);
-    assert.equal(
-      repair.lines[0],
-      "problem: schema version 3 is not the one this code reads (2) (fsck cannot repair this)",
-    );
-    assert.match(repair.summary, /1 problem, 0 repaired$/);
-    assert.deepEqual(await readRaw(config, schemaKey()), { version: 3, migratedAt: 1 });
-    {
-      using kv = await rawKv(config);
-      await kv.set(schemaKey(), { version: 2, migratedAt: 1 });
+    for (const repair of [false, true]) {
+      await assert.rejects(run(config, repair), SchemaError);
     }
-    assert.equal((await run(config, false)).code, 0);
+    assert.deepEqual(await readRaw(config, schemaKey()), { version: 3, migratedAt: 1 });
   });
+});
+
+Deno.test("the schema invariant reports a version other than this code's as a problem it cannot repair", () => {
+  const scan = {
+    meta: { schema: [{ key: {}, value: { version: 3, migratedAt: 1 } }] },
+  } as unknown as Parameters<typeof schemaVersion.check>[0]["scan"];
+  const found = [...schemaVersion.check({ scan } as Parameters<typeof schemaVersion.check>[0])];
+  assert.deepEqual(found.map((f) => [f.kind, f.message, "repair" in f && f.repair !== undefined]), [
+    ["problem", "schema version 3 is not the one this code reads (2)", false],
+  ]);
 });
 
 Deno.test("fsck() warns about a schema migration under way without failing", async () => {
