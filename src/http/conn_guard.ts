@@ -133,6 +133,10 @@ const BACKOFF_MAX_MS = 1000;
 /** A connection whose internal server ended is closed once quiet this long. */
 const ORPHAN_QUIET_MS = 1000;
 const REPORT_INTERVAL_MS = 1000;
+const RELAY_BUFFER_BYTES = 256 * 1024;
+/** Relay buffers kept for reuse: a fresh 256 KiB per direction per connection costs. */
+const SPARE_BUFFERS = 64;
+const spareBuffers: Uint8Array[] = [];
 
 const DENO_SYSTEM: GuardSystem = {
   listen: (options) => Deno.listen(options),
@@ -182,7 +186,7 @@ async function relay(
   conn: Connection,
   direction: "up" | "down",
 ): Promise<void> {
-  const buffer = new Uint8Array(256 * 1024);
+  const buffer = spareBuffers.pop() ?? new Uint8Array(RELAY_BUFFER_BYTES);
   try {
     for (;;) {
       const n = await from.read(buffer);
@@ -196,6 +200,8 @@ async function relay(
     await to.closeWrite().catch(() => {});
   } catch {
     close(conn);
+  } finally {
+    if (spareBuffers.length < SPARE_BUFFERS) spareBuffers.push(buffer);
   }
 }
 
