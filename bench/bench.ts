@@ -8,12 +8,15 @@
  *   the server's peak RSS shows that memory stays flat.
  * - download: a large blob pulled, against reading the file raw.
  * - manifest GET: requests/s against a bare `Deno.serve` returning the same
- *   bytes, with the same client and concurrency.
+ *   bytes, with the same client and concurrency; once over kept-alive
+ *   connections and once with a new connection for every request, which is
+ *   where the connection guard's cost per connection (accept, connect to the
+ *   internal server, its accept) shows.
  * - tags list: one page of 100 from a repository of 100 tags and of 10,000.
  *
  * Options: `--size-mib N` (default 512), `--requests N` (default 20000),
  * `--berth-args "..."` (passed to `berth serve`, e.g. `--berth-args="--idle-timeout 0"` to
- * measure without the connection guard).
+ * measure without the connection guard). The output says whether the guard was on.
  *
  * @module
  */
@@ -132,7 +135,22 @@ function peakRssMib(pid: number): number {
   return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
 }
 
-async function load(urls: string[], requests: number, init?: RequestInit): Promise<number> {
+/** Whether `berth serve` with these arguments runs behind the connection guard. */
+function guardOn(args: string[]): boolean {
+  const i = args.findLastIndex((arg) =>
+    arg === "--idle-timeout" || arg.startsWith("--idle-timeout=")
+  );
+  const value = i === -1
+    ? Deno.env.get("BERTH_IDLE_TIMEOUT")
+    : args[i]!.split("=")[1] ?? args[i + 1];
+  return value === undefined || !/^0+(ms|s|m|h|d)?$/.test(value);
+}
+
+async function load(
+  urls: string[],
+  requests: number,
+  init?: RequestInit & { client?: Deno.HttpClient },
+): Promise<number> {
   let next = 0;
   const [s] = await timed(async () => {
     await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
@@ -324,6 +342,19 @@ async function main() {
       `peer (fixed bytes) ${peerRate.toFixed(0)} req/s`,
       tagRate / peerRate,
     );
+    // A new connection for every request (fewer of them: each leaves sockets in TIME_WAIT).
+    {
+      using client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+      const fresh = Math.min(REQUESTS, 4000);
+      const peerFresh = await load([peerUrl], fresh, { client });
+      const tagFresh = await load([`${reg.url}/v2/bench/manifests/latest`], fresh, { client });
+      row(
+        "manifest GET by tag, a new connection each",
+        `${tagFresh.toFixed(0)} req/s`,
+        `peer (fixed bytes) ${peerFresh.toFixed(0)} req/s`,
+        tagFresh / peerFresh,
+      );
+    }
     const headRate = await load([`${reg.url}/v2/bench/blobs/${digest}`], REQUESTS, {
       method: "HEAD",
     });
@@ -369,10 +400,11 @@ async function main() {
     await reg.stop();
     await Deno.remove(dir, { recursive: true });
   }
+  const guard = guardOn(extra) ? "on" : "off";
   console.log(
     `\nBerth bench (Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} cores, ${
       new Date().toISOString()
-    })\n`,
+    }; connection guard ${guard}, berth args: ${extra.join(" ") || "none"})\n`,
   );
   console.log("| measure | Berth | reference (same run) | ratio |");
   console.log("| --- | --- | --- | --- |");

@@ -1,0 +1,277 @@
+import assert from "node:assert/strict";
+import { type GuardOptions, serveGuarded } from "./conn_guard.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+interface RawResponse {
+  status: number;
+  body: string;
+}
+
+/** Reads one response off `conn` (by Content-Length, or to the end); null if closed first. */
+async function readResponse(conn: Deno.Conn): Promise<RawResponse | null> {
+  let text = "";
+  const buffer = new Uint8Array(16 * 1024);
+  for (;;) {
+    const end = text.indexOf("\r\n\r\n");
+    if (end !== -1) {
+      const length = /^content-length:\s*(\d+)/im.exec(text.slice(0, end))?.[1];
+      if (length !== undefined && text.length >= end + 4 + Number(length)) break;
+    }
+    const n = await conn.read(buffer).catch(() => null);
+    if (n === null) break;
+    text += decoder.decode(buffer.subarray(0, n));
+  }
+  if (!text) return null;
+  const end = text.indexOf("\r\n\r\n");
+  return { status: Number(text.split(" ")[1]), body: text.slice(end + 4) };
+}
+
+async function send(conn: Deno.Conn, path = "/", close = false): Promise<void> {
+  const head = `GET ${path} HTTP/1.1\r\nHost: x\r\n${close ? "Connection: close\r\n" : ""}\r\n`;
+  await conn.write(encoder.encode(head));
+}
+
+function connect(port: number): Promise<Deno.TcpConn> {
+  return Deno.connect({ hostname: "127.0.0.1", port });
+}
+
+/** A guarded server answering each request with the client address it was handed. */
+function start(overrides: Partial<GuardOptions> = {}) {
+  const events: { event: string; fields: Record<string, unknown> }[] = [];
+  let handled = 0;
+  const server = serveGuarded(
+    {
+      hostname: "127.0.0.1",
+      port: 0,
+      idleTimeoutMs: 10_000,
+      maxConnections: 100,
+      onError: (event, fields) => events.push({ event, fields }),
+      ...overrides,
+    },
+    (_req, info) => {
+      handled++;
+      return new Response(`${info.remoteAddr.hostname}:${info.remoteAddr.port}`);
+    },
+  );
+  return {
+    server,
+    events,
+    get handled() {
+      return handled;
+    },
+    port: server.addr.port,
+  };
+}
+
+Deno.test("serveGuarded() hands the handler the client's address, not the relay's", async () => {
+  const { server, port } = start();
+  try {
+    for (let i = 0; i < 2; i++) {
+      using conn = await connect(port);
+      await send(conn);
+      const res = await readResponse(conn);
+      assert.equal(res?.status, 200);
+      assert.equal(res.body, `127.0.0.1:${conn.localAddr.port}`);
+    }
+  } finally {
+    await server.shutdown(1000);
+  }
+});
+
+Deno.test("serveGuarded() refuses a direct connection to its internal server", async () => {
+  const guarded = start();
+  try {
+    const internal = guarded.server.internalAddr;
+    assert.ok(internal && internal.port !== guarded.port);
+    {
+      using conn = await connect(internal.port);
+      await send(conn, "/", true);
+      const res = await readResponse(conn);
+      assert.ok(res === null || res.status === 403, `direct: ${res?.status} ${res?.body}`);
+    }
+    assert.equal(guarded.handled, 0, "a direct request reached the handler");
+    // Through the guard it is served.
+    using conn = await connect(guarded.port);
+    await send(conn);
+    assert.equal((await readResponse(conn))?.status, 200);
+    assert.equal(guarded.handled, 1);
+  } finally {
+    await guarded.server.shutdown(1000);
+  }
+});
+
+Deno.test("serveGuarded() keeps accepting after an accept error, and reports it", async () => {
+  let failures = 1;
+  const { server, port, events } = start({
+    system: {
+      listen(options) {
+        const listener = Deno.listen(options);
+        const accept = listener.accept.bind(listener);
+        listener.accept = () => {
+          if (failures-- > 0) return Promise.reject(new Error("Too many open files (os error 24)"));
+          return accept();
+        };
+        return listener;
+      },
+    },
+  });
+  try {
+    using conn = await connect(port);
+    await send(conn);
+    // Without accepting, the read would wait forever: give up after 3 s.
+    const timer = setTimeout(() => conn.close(), 3000);
+    const res = await readResponse(conn);
+    clearTimeout(timer);
+    assert.equal(res?.status, 200, "the connection was never served");
+    assert.deepEqual(events.map((e) => e.event), ["accept failed; retrying"]);
+    assert.match(String(events[0]!.fields.error), /Too many open files/);
+  } finally {
+    await server.shutdown(1000);
+  }
+});
+
+Deno.test("serveGuarded() answers 503 when the back connection cannot be opened, then recovers", async () => {
+  let failures = 1;
+  const { server, port, events } = start({
+    system: {
+      connect(options) {
+        if (failures-- > 0) return Promise.reject(new Error("Too many open files (os error 24)"));
+        return Deno.connect(options);
+      },
+    },
+  });
+  try {
+    {
+      using conn = await connect(port);
+      const res = await readResponse(conn);
+      assert.equal(res?.status, 503);
+      assert.equal(JSON.parse(res.body).errors[0].code, "UNAVAILABLE");
+    }
+    assert.equal(events[0]?.event, "cannot open a connection to the internal server");
+    using conn = await connect(port);
+    await send(conn);
+    assert.equal((await readResponse(conn))?.status, 200);
+    assert.equal(server.connections, 1);
+  } finally {
+    await server.shutdown(1000);
+  }
+});
+
+Deno.test("serveGuarded() refuses connections past maxConnections with 503 and frees slots on close", async () => {
+  const { server, port } = start({ maxConnections: 2 });
+  const held: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      const conn = await connect(port);
+      held.push(conn);
+      await send(conn);
+      assert.equal((await readResponse(conn))?.status, 200);
+    }
+    assert.equal(server.maxConnections, 2);
+    {
+      using extra = await connect(port);
+      assert.equal((await readResponse(extra))?.status, 503);
+    }
+    held.shift()!.close();
+    for (let tries = 0; server.connections > 1 && tries < 100; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    using next = await connect(port);
+    await send(next);
+    assert.equal((await readResponse(next))?.status, 200);
+  } finally {
+    for (const conn of held) conn.close();
+    await server.shutdown(1000);
+  }
+});
+
+Deno.test("serveGuarded() caps connections by the open-file limit, 64 kept and five for each", async () => {
+  const { server, port, events } = start({ maxConnections: 1000, openFileLimit: 64 + 5 * 2 + 4 });
+  const held: Deno.TcpConn[] = [];
+  try {
+    assert.equal(server.maxConnections, 2);
+    assert.equal(events[0]?.event, "connection cap lowered to fit the open-file limit");
+    for (let i = 0; i < 2; i++) {
+      const conn = await connect(port);
+      held.push(conn);
+      await send(conn);
+      assert.equal((await readResponse(conn))?.status, 200);
+    }
+    using extra = await connect(port);
+    assert.equal((await readResponse(extra))?.status, 503);
+  } finally {
+    for (const conn of held) conn.close();
+    await server.shutdown(1000);
+  }
+});
+
+Deno.test("serveGuarded() closes a connection idle after its response, and one stalled in its headers", async () => {
+  const { server, port } = start({ idleTimeoutMs: 200 });
+  try {
+    {
+      using conn = await connect(port);
+      await send(conn);
+      assert.equal((await readResponse(conn))?.status, 200);
+      const started = performance.now();
+      assert.equal(await readResponse(conn), null, "data on an idle connection");
+      const waited = performance.now() - started;
+      assert.ok(waited >= 150 && waited < 2000, `closed after ${Math.round(waited)} ms`);
+    }
+    {
+      using conn = await connect(port);
+      await conn.write(encoder.encode("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "));
+      const started = performance.now();
+      for (let i = 0; i < 5; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 60));
+        await conn.write(encoder.encode("a")).catch(() => {});
+      }
+      assert.equal(await readResponse(conn), null, "a response to trickling headers");
+      const waited = performance.now() - started;
+      assert.ok(waited < 2000, `closed after ${Math.round(waited)} ms`);
+    }
+    assert.equal(server.connections, 0);
+  } finally {
+    await server.shutdown(1000);
+  }
+});
+
+Deno.test("serveGuarded() survives its internal server ending: reports it, starts another, serves on", async () => {
+  let fail: ((error: Error) => void) | undefined;
+  const { server, port, events } = start({
+    idleTimeoutMs: 300,
+    system: {
+      serve(options, handler) {
+        const real = Deno.serve(options, handler);
+        if (fail) return real;
+        // The first one ends as Deno's does when its accept loop hits EMFILE.
+        const failed = new Promise<never>((_, reject) => (fail = reject));
+        return Object.assign(Object.create(real), {
+          addr: real.addr,
+          finished: Promise.race([real.finished, failed]),
+          shutdown: () => real.shutdown(),
+        });
+      },
+    },
+  });
+  try {
+    using before = await connect(port);
+    await send(before);
+    assert.equal((await readResponse(before))?.status, 200);
+    const first = server.internalAddr;
+    fail!(new Error("Http: Too many open files (os error 24)"));
+    for (let tries = 0; server.internalAddr?.port === first?.port && tries < 100; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.notEqual(server.internalAddr?.port, first?.port, "no new internal server");
+    assert.equal(events[0]?.event, "internal server ended; restarting it");
+    using after = await connect(port);
+    await send(after);
+    assert.equal((await readResponse(after))?.status, 200);
+    // The connection to the ended one cannot be served any more: it is closed.
+    assert.equal(await readResponse(before), null);
+  } finally {
+    await server.shutdown(1000);
+  }
+});

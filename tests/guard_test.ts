@@ -1,0 +1,131 @@
+/**
+ * The connection guard under descriptor pressure: `main.ts serve` with an
+ * open-file limit of 256 takes a burst of 600 concurrent connections without
+ * dying (the excess get 503 or are refused), then serves normally again.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** `main.ts serve` under `ulimit -n <limit>`, on port 0 of a fresh data directory. */
+async function spawnLimited(limit: number, args: string[] = []) {
+  const dataDir = await Deno.makeTempDir({ prefix: "berth-guard-" });
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const command = [Deno.execPath(), "run", "--unstable-kv", "-A", main, "serve", "--listen"]
+    .concat(["127.0.0.1:0", "--data", dataDir, "--log-level", "warn", ...args])
+    .map((word) => `'${word.replaceAll("'", "'\\''")}'`)
+    .join(" ");
+  const child = new Deno.Command("bash", {
+    args: ["-c", `ulimit -n ${limit} && exec ${command}`],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let seen = "";
+  let url = "";
+  while (!url) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    seen += value;
+    url = /listening on (http:\/\/[^/ ]+)/.exec(seen)?.[1] ?? "";
+  }
+  const stdout = (async () => {
+    while (!(await reader.read()).done) { /* discard */ }
+  })().catch(() => {});
+  let exited: Deno.CommandStatus | null = null;
+  const status = child.status.then((s) => (exited = s));
+  const cleanup = async () => {
+    await status;
+    await stdout;
+    await Deno.remove(dataDir, { recursive: true });
+  };
+  if (!url) {
+    await cleanup();
+    throw new Error(`berth did not start: ${seen}${await stderr}`);
+  }
+  return {
+    url,
+    port: Number(new URL(url).port),
+    pid: child.pid,
+    get exited() {
+      return exited;
+    },
+    stderr,
+    /** SIGTERM by PID; the exit code. */
+    async stop(): Promise<number> {
+      if (!exited) Deno.kill(child.pid, "SIGTERM");
+      const { code } = await status;
+      await cleanup();
+      return code;
+    },
+  };
+}
+
+/** One `GET /v2/` on a connection of its own: the status, or how it failed. */
+async function burstRequest(port: number): Promise<string> {
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  } catch (error) {
+    return `refused (${(error as Error).name})`;
+  }
+  const timer = setTimeout(() => conn.close(), 15_000);
+  try {
+    await conn.write(encoder.encode("GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    let head = "";
+    const buffer = new Uint8Array(4096);
+    while (!head.includes("\r\n")) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      head += decoder.decode(buffer.subarray(0, n));
+    }
+    return head ? head.split(" ")[1]! : "closed";
+  } catch (error) {
+    return `closed (${(error as Error).name})`;
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+  }
+}
+
+Deno.test("guard: under ulimit -n 256 a burst of 600 connections gets 200 or 503 (or is refused), the server lives and serves again", async () => {
+  const berth = await spawnLimited(256);
+  let code: number;
+  try {
+    // Deno reads another process's /proc files only with --allow-all: cat them.
+    const { stdout } = await new Deno.Command("cat", { args: [`/proc/${berth.pid}/limits`] })
+      .output();
+    const limits = decoder.decode(stdout);
+    assert.match(limits, /^Max open files\s+256\s/m, "the limit did not apply");
+
+    const results = await Promise.all(Array.from({ length: 600 }, () => burstRequest(berth.port)));
+    const counts: Record<string, number> = {};
+    for (const result of results) counts[result] = (counts[result] ?? 0) + 1;
+    const detail = `${Deno.inspect(counts)}; stderr: ${berth.exited ? await berth.stderr : ""}`;
+    assert.equal(berth.exited, null, `the server died: ${detail}`);
+    assert.ok((counts["200"] ?? 0) >= 32, `too few served: ${detail}`);
+    for (const result of Object.keys(counts)) {
+      assert.match(result, /^(200|503|closed|refused)/, `unexpected outcome: ${detail}`);
+    }
+
+    // Accepting resumes, and every new connection is served.
+    for (let i = 0; i < 50; i++) {
+      const res = await fetch(`${berth.url}/v2/`, { headers: { Connection: "close" } });
+      await res.body?.cancel();
+      assert.equal(res.status, 200, `GET /v2/ #${i} after the burst`);
+    }
+    // And so is a second burst, after the first one's connections are gone.
+    const again = await Promise.all(Array.from({ length: 600 }, () => burstRequest(berth.port)));
+    assert.equal(berth.exited, null, "the server died in the second burst");
+    assert.ok(again.filter((r) => r === "200").length >= 32, "too few served in the second burst");
+  } finally {
+    code = await berth.stop();
+  }
+  assert.equal(code, 0, `exit code after SIGTERM; stderr: ${await berth.stderr}`);
+});
