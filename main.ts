@@ -52,7 +52,14 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
   const server = await startup(`Cannot listen on ${hostname}:${port}`, async () => {
     try {
       return idleTimeoutMs > 0
-        ? serveGuarded({ hostname, port, idleTimeoutMs, maxConnections, onListen }, app)
+        ? serveGuarded({
+          hostname,
+          port,
+          idleTimeoutMs,
+          maxConnections,
+          onListen,
+          onError: (event, fields) => log.warn(event, fields),
+        }, app)
         : Deno.serve({ hostname, port, onListen }, app);
     } catch (error) {
       await stores.close();
