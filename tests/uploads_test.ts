@@ -924,3 +924,64 @@ Deno.test("A5: open sessions are capped in total across repositories", async () 
   assert.equal(cancel.status, 204);
   await startUpload(reg, "c");
 });
+
+/** Reads one HTTP/1.1 response (status and Content-Length body) from a raw connection. */
+async function readResponse(conn: Deno.Conn, pending: Uint8Array[]): Promise<number> {
+  const decoder = new TextDecoder();
+  let data = pending.splice(0).reduce((all, c) => all + decoder.decode(c), "");
+  const buffer = new Uint8Array(64 * 1024);
+  for (;;) {
+    const end = data.indexOf("\r\n\r\n");
+    if (end !== -1) {
+      const head = data.slice(0, end);
+      const length = Number(/content-length: *([0-9]+)/i.exec(head)?.[1] ?? 0);
+      while (data.length < end + 4 + length) {
+        const n = await conn.read(buffer);
+        if (n === null) throw new Error("connection closed mid-response");
+        data += decoder.decode(buffer.subarray(0, n));
+      }
+      const rest = data.slice(end + 4 + length);
+      if (rest) pending.push(new TextEncoder().encode(rest));
+      return Number(head.split(" ")[1]);
+    }
+    const n = await conn.read(buffer);
+    if (n === null) throw new Error("connection closed before a response");
+    data += decoder.decode(buffer.subarray(0, n));
+  }
+}
+
+Deno.test("a large chunk refused before it is read (unknown session, bad Content-Range) is still drained: the connection serves on", async () => {
+  await using reg = await startRegistry();
+  const location = await startUpload(reg, "app");
+  const big = new Uint8Array(16 * 1024 * 1024);
+  const cases: [string, string, string, number][] = [
+    ["PATCH", `/v2/app/blobs/uploads/${crypto.randomUUID()}`, "", 404],
+    ["PATCH", `/v2/other/${location.slice("/v2/app/".length)}`, "", 404],
+    ["PATCH", location, "Content-Range: nonsense\r\n", 400],
+    ["PUT", `${location}?digest=${EMPTY}`, "Content-Range: 5-1\r\n", 400],
+  ];
+  // One connection for every request: a body the server stopped reading would block the next.
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(reg.url).port) });
+  const timer = setTimeout(() => conn.close(), 20_000);
+  try {
+    const pending: Uint8Array[] = [];
+    for (const [method, path, extra, status] of cases) {
+      const head =
+        `${method} ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n` +
+        `${extra}Content-Length: ${big.length}\r\n\r\n`;
+      const sending = (async () => {
+        await conn.write(new TextEncoder().encode(head));
+        for (let sent = 0; sent < big.length;) sent += await conn.write(big.subarray(sent));
+      })();
+      assert.equal(await readResponse(conn, pending), status, `${method} ${path}`);
+      await sending;
+    }
+    await conn.write(new TextEncoder().encode("GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert.equal(await readResponse(conn, pending), 200);
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed by the timer */ }
+  }
+});

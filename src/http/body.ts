@@ -14,13 +14,30 @@ export class BodyTimeoutError extends Error {
   }
 }
 
-/** `req.body`, erroring with {@linkcode BodyTimeoutError} when idle for `ms`. */
+/** Raised for a request body that broke off (the client went away, a malformed chunk). */
+export class BodyReadError extends Error {
+  constructor(cause: unknown) {
+    super(`The request body could not be read: ${(cause as Error)?.message ?? String(cause)}`, {
+      cause,
+    });
+    this.name = "BodyReadError";
+  }
+}
+
+/**
+ * `req.body`, erroring with {@linkcode BodyTimeoutError} when idle for `ms`,
+ * and with {@linkcode BodyReadError} when reading it fails. It takes hold of
+ * `req.body` only when first read, so a request refused before its body is
+ * read still has it cancelled (drained) by the error path, and its connection
+ * serves on.
+ */
 export function requestBody(req: Request, ms: number): ReadableStream<Uint8Array> | null {
   const body = req.body;
   if (!body) return null;
-  const reader = body.getReader();
+  let reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
+      reader ??= body.getReader();
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new BodyTimeoutError(ms)), ms);
@@ -30,14 +47,14 @@ export function requestBody(req: Request, ms: number): ReadableStream<Uint8Array
         if (done) controller.close();
         else controller.enqueue(value);
       } catch (error) {
-        controller.error(error);
+        controller.error(error instanceof BodyTimeoutError ? error : new BodyReadError(error));
         await reader.cancel(error).catch(() => {});
       } finally {
         clearTimeout(timer);
       }
     },
     cancel(reason) {
-      return reader.cancel(reason);
+      return reader ? reader.cancel(reason) : body.cancel(reason);
     },
   }, { highWaterMark: 0 });
 }

@@ -11,6 +11,7 @@ import type { Logger } from "../log.ts";
 import { KvMetadataStore } from "../meta/metadata_store.ts";
 import { OciError } from "../oci/errors.ts";
 import { FsBlobStore } from "../storage/fs_blob_store.ts";
+import { BodyReadError } from "./body.ts";
 import type { RequestContext } from "./context.ts";
 import { checkUrl, compose, handleErrors, logRequests, MAX_URL_LENGTH } from "./pipeline.ts";
 
@@ -142,4 +143,27 @@ Deno.test("createApp() logs the client address it is given and the route that ma
     kv.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("handleErrors() blames the client only for a body that broke off, and a full disk is 507", async () => {
+  const answer = async (error: Error) => {
+    const log = recordingLogger();
+    const res = await compose([handleErrors(log)], () => {
+      throw error;
+    })(contextOf("http://h/v2/a/blobs/uploads/x", { method: "PATCH" }));
+    await res.body?.cancel();
+    return [res.status, log.lines.length];
+  };
+  assert.deepEqual(await answer(new BodyReadError(new Deno.errors.ConnectionReset("gone"))), [
+    400,
+    0,
+  ]);
+  // The same class raised by our own code (a file closed under us) is a fault: 500, logged.
+  assert.deepEqual(await answer(new Deno.errors.BadResource("Bad resource ID")), [500, 1]);
+  assert.deepEqual(
+    await answer(
+      Object.assign(new Error("No space left on device (os error 28)"), { code: "ENOSPC" }),
+    ),
+    [507, 1], // the "disk full" warning
+  );
 });

@@ -5,7 +5,7 @@
  */
 import { OciError } from "../oci/errors.ts";
 import { TooLargeError } from "../storage/streams.ts";
-import { BodyTimeoutError } from "./body.ts";
+import { BodyReadError, BodyTimeoutError } from "./body.ts";
 
 /** A JSON response. */
 export function json(
@@ -28,31 +28,6 @@ function isNoSpace(error: unknown): boolean {
     /No space left on device|Disk quota exceeded|\(os error (28|122)\)/i.test(error.message);
 }
 
-/** Error classes Deno raises when the client goes away or breaks the request mid-body. */
-const CLIENT_GONE = [
-  Deno.errors.BadResource,
-  Deno.errors.ConnectionReset,
-  Deno.errors.ConnectionAborted,
-  Deno.errors.BrokenPipe,
-  Deno.errors.UnexpectedEof,
-  Deno.errors.Interrupted,
-  Deno.errors.Http,
-];
-
-/** Whether an error is the client going away mid-body: by its class. */
-function isClientAbort(error: unknown): boolean {
-  if (!(error instanceof Error)) return false;
-  if (error.name === "AbortError" || CLIENT_GONE.some((type) => error instanceof type)) {
-    return true;
-  }
-  // A malformed chunked body rejects with a plain Error ("invalid HTTP/1 request: …") and
-  // some broken reads with a TypeError in Deno 2.9.6: no specific class to go by.
-  return (error instanceof TypeError || error.constructor === Error) &&
-    /body|resource unavailable|invalid HTTP\/1|connection (closed|reset)|unexpected end/i.test(
-      error.message,
-    );
-}
-
 /** Maps anything thrown to an {@linkcode OciError}; unknown errors go to `log` once. */
 export function toOciError(error: unknown, log: (error: unknown) => void): OciError {
   if (error instanceof OciError) return error;
@@ -69,7 +44,9 @@ export function toOciError(error: unknown, log: (error: unknown) => void): OciEr
   if (isNoSpace(error)) {
     return new OciError("UNAVAILABLE", "Storage is full; nothing was stored", { status: 507 });
   }
-  if (isClientAbort(error)) {
+  // Only errors raised while reading the request body (`requestBody` wraps them) are the
+  // client's doing; the same classes raised elsewhere are faults of ours and stay 500s.
+  if (error instanceof BodyReadError || (error as Error | null)?.name === "AbortError") {
     return new OciError("BLOB_UPLOAD_INVALID", "The request body ended before it was complete");
   }
   log(error);

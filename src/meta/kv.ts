@@ -41,13 +41,17 @@ export class ContentionError extends Error {
  * rounds it waits a short, jittered and growing time (a few ms: the other
  * writer is usually done by then).
  */
-async function retry<T>(what: string, body: () => Promise<T | typeof RETRY>): Promise<T> {
+async function retry<T>(
+  what: string,
+  body: () => Promise<T | typeof RETRY>,
+  options: { locked: boolean } = { locked: true },
+): Promise<T> {
   for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
     try {
       const result = await body();
       if (result !== RETRY) return result;
     } catch (error) {
-      if (!isLockedError(error) || attempt === MAX_ATTEMPTS) throw error;
+      if (!options.locked || !isLockedError(error) || attempt === MAX_ATTEMPTS) throw error;
     }
     const delay = Math.min(2 ** Math.min(attempt, 6), 50) * (0.1 + Math.random());
     await new Promise((resolve) => setTimeout(resolve, delay));
@@ -138,7 +142,8 @@ export class Kv {
    * after too many lost races.
    */
   transact<T>(what: string, body: () => Promise<T | typeof RETRY>): Promise<T> {
-    return retry(what, body);
+    // The calls inside `body` already retry contention: here only lost races go round again.
+    return retry(what, body, { locked: false });
   }
 
   close(): void {

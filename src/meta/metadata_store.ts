@@ -252,15 +252,16 @@ export class KvMetadataStore implements MetadataStore {
       throw new RangeError(`At most ${MAX_REFS_PER_MANIFEST} references per manifest`);
     }
     return this.kv.transact("putManifest", async () => {
-      // getMany takes at most 10 keys: the repository and record are read apart from the tags.
-      const [[repo, existing, clock], current] = await Promise.all([
-        this.kv.getMany<[unknown, ManifestRecord, Deno.KvU64]>([
-          repoKey(name),
-          manifestKey(name, digest),
-          tagClockKey(name),
-        ]),
-        tags.length ? this.kv.getMany<unknown[]>(tags.map((tag) => tagKey(name, tag))) : [],
+      // The clock is read before the tags (getMany takes at most 10 keys, so they cannot be one
+      // read): a tag that changes after the clock was read bumps it, and the commit fails.
+      const [repo, existing, clock] = await this.kv.getMany<[unknown, ManifestRecord, Deno.KvU64]>([
+        repoKey(name),
+        manifestKey(name, digest),
+        tagClockKey(name),
       ]);
+      const current = tags.length
+        ? await this.kv.getMany<unknown[]>(tags.map((tag) => tagKey(name, tag)))
+        : [];
       // The same bytes pushed again keep the media type they were first stored with
       // (only a body without `mediaType` can be claimed as two types), so that every
       // tag of a digest repeats the same type.

@@ -18,6 +18,7 @@ import {
   uploadPartKey,
   uploadPartsPrefix,
 } from "./keys.ts";
+import { Kv } from "./kv.ts";
 import {
   KvMetadataStore,
   MAX_TAGS_PER_PUT,
@@ -931,4 +932,77 @@ Deno.test("putManifest() keeps the media type a digest was first stored with, in
   assert.equal((await meta.getManifest("app", a))?.mediaType, OCI_MANIFEST);
   assert.equal((await meta.getTag("app", "first"))?.mediaType, OCI_MANIFEST);
   assert.equal((await meta.getTag("app", "second"))?.mediaType, OCI_MANIFEST);
+});
+
+Deno.test("putManifest() reads the tag clock before the tags, so a tag moved in between is not written from a stale read", async () => {
+  const raw = await Deno.openKv(":memory:");
+  try {
+    const x = digestOf("x");
+    const a = digestOf("a");
+    const b = digestOf("b");
+    const other = new KvMetadataStore(raw);
+    await other.putManifest({
+      refs: NO_REFS,
+      name: "app",
+      digest: x,
+      record: record(),
+      tags: ["t"],
+    });
+    /** A KV whose clock reads are slow and where another writer moves the tag right after a tag read. */
+    class Interleaved extends Kv {
+      slowed = false;
+      moved = false;
+      override async getMany<T extends readonly unknown[]>(
+        keys: readonly [...{ [K in keyof T]: Deno.KvKey }],
+      ): Promise<{ [K in keyof T]: Deno.KvEntryMaybe<T[K]> }> {
+        const clock = keys.some((key) => key[0] === "tag_clock");
+        if (clock && !this.slowed) {
+          this.slowed = true;
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        const result = await super.getMany<T>(keys);
+        if (keys[0]?.[0] === "tags" && !this.moved) {
+          this.moved = true;
+          await other.putManifest({
+            refs: NO_REFS,
+            name: "app",
+            digest: b,
+            record: record(),
+            tags: ["t"],
+          });
+        }
+        return result;
+      }
+    }
+    const meta = new KvMetadataStore(new Interleaved(raw));
+    await meta.putManifest({
+      refs: NO_REFS,
+      name: "app",
+      digest: a,
+      record: record(),
+      tags: ["t"],
+    });
+    assert.equal((await meta.getTag("app", "t"))?.digest, a);
+    const reverse: Deno.KvKey[] = [];
+    for await (const e of raw.list({ prefix: ["tags_by_digest", "app"] })) reverse.push(e.key);
+    assert.deepEqual(reverse, [["tags_by_digest", "app", a, "t"]]);
+  } finally {
+    raw.close();
+  }
+});
+
+Deno.test("putManifest() racing moves of one tag leave exactly one reverse entry, the tag's", async () => {
+  for (let round = 0; round < 30; round++) {
+    using meta = await openStore();
+    const digests = Array.from({ length: 8 }, (_, i) => digestOf(`r${round}-${i}`));
+    await Promise.all(
+      digests.map((digest) =>
+        meta.putManifest({ refs: NO_REFS, name: "app", digest, record: record(), tags: ["t"] })
+      ),
+    );
+    const tag = await meta.getTag("app", "t");
+    const reverse: Deno.KvKey[] = [];
+    for await (const e of meta.raw.list({ prefix: ["tags_by_digest", "app"] })) reverse.push(e.key);
+    assert.deepEqual(reverse, [["tags_by_digest", "app", tag!.digest, "t"]], `round ${round}`);
+  }
 });

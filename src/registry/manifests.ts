@@ -134,13 +134,6 @@ export class Manifests {
       );
     }
     const parsed = parseManifest(bytes, push.contentType);
-    const distinct = new Set([...parsed.blobs, ...parsed.manifests]).size;
-    if (distinct > MAX_REFS_PER_MANIFEST) {
-      throw new OciError(
-        "MANIFEST_INVALID",
-        `A manifest may reference at most ${MAX_REFS_PER_MANIFEST} blobs and manifests`,
-      );
-    }
     const [missingBlobs, missingManifests] = await Promise.all([
       meta.missingBlobs(name, parsed.blobs),
       meta.missingManifests(name, parsed.manifests),
@@ -151,6 +144,14 @@ export class Manifests {
         "MANIFEST_BLOB_UNKNOWN",
         `Manifest references ${missing.length} unknown blob(s) or manifest(s)`,
         { detail: { missing: missing.slice(0, 50) } },
+      );
+    }
+    // Its references are recorded in the commit that records it, which KV bounds in size.
+    const distinct = new Set([...parsed.blobs, ...parsed.manifests]).size;
+    if (distinct > MAX_REFS_PER_MANIFEST) {
+      throw new OciError(
+        "MANIFEST_INVALID",
+        `A manifest may reference at most ${MAX_REFS_PER_MANIFEST} blobs and manifests`,
       );
     }
     const annotationBytes =

@@ -82,7 +82,8 @@ export const taggedManifestsIndexed: Invariant = {
       yield problem(
         ctx,
         `tag ${t.name}:${t.tag} -> ${t.digest} has no tags_by_digest entry`,
-        { check: [{ absent: key }], set: [[key, true]] },
+        // The tag itself is checked too: it must not have moved since it was read.
+        { check: [t.entry, { absent: key }], set: [[key, true]] },
         "added it",
       );
     }
