@@ -10,6 +10,7 @@ import { serveGuarded } from "./src/http/conn_guard.ts";
 import { Drain } from "./src/http/drain.ts";
 import { createLogger } from "./src/log.ts";
 import { kvLocation, openStores } from "./src/open.ts";
+import { blobsLocation } from "./src/storage/open.ts";
 import { SchemaError } from "./src/meta/schema.ts";
 import { startSweeper } from "./src/sweeper.ts";
 
@@ -29,7 +30,9 @@ async function startup<T>(what: string, fn: () => Promise<T>): Promise<T> {
 async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<void> {
   const log = createLogger(config.logLevel);
   const stores = await startup(
-    `Cannot open the data directory "${config.data}" or KV "${kvLocation(config)}"`,
+    `Cannot open the data directory "${config.data}", KV "${kvLocation(config)}" or blobs "${
+      blobsLocation(config)
+    }"`,
     () => openStores(config, { onProgress: (line) => log.info("schema migration", { line }) }),
   );
   const { from, to, ms } = stores.schema;

@@ -191,12 +191,16 @@ export interface RegistryProcess extends AsyncDisposable {
   stop(): Promise<number>;
 }
 
-/** Starts `main.ts serve` on 127.0.0.1 with `args`, waiting until it listens. */
+/**
+ * Starts `main.ts serve` on 127.0.0.1 with `args`, waiting until it listens.
+ * `main` runs another checkout's `main.ts` (an older release) instead.
+ */
 export async function spawnRegistry(
   args: string[],
   env: Record<string, string> = {},
+  options: { main?: string } = {},
 ): Promise<RegistryProcess> {
-  const main = new URL("../main.ts", import.meta.url).pathname;
+  const main = options.main ?? new URL("../main.ts", import.meta.url).pathname;
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",

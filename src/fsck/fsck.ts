@@ -48,6 +48,7 @@
  * @module
  */
 import type { Config } from "../config.ts";
+import { SchemaError } from "../meta/schema.ts";
 import { openStores } from "../open.ts";
 import type { Finding } from "./finding.ts";
 import { examine, findings } from "./invariants.ts";
@@ -148,7 +149,14 @@ export async function fsck(
     out(`fsck: data directory "${config.data}" does not exist`);
     return 2;
   }
-  const stores = await openStores({ blobs: "", ...config });
+  let stores;
+  try {
+    stores = await openStores({ blobs: "", ...config });
+  } catch (error) {
+    if (error instanceof SchemaError) throw error; // main.ts says it as serve does
+    out(`fsck: cannot open the stores of "${config.data}": ${(error as Error).message}`);
+    return 2;
+  }
   try {
     const ctx = await examine(stores.meta.audit(), stores.blobs, progress);
     const tally: Tally = { problems: 0, repaired: 0, warnings: 0, leftovers: 0, leftoverBytes: 0 };

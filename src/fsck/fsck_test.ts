@@ -698,3 +698,17 @@ Deno.test("fsck() finds an upload part whose bytes changed but not its size, and
     assert.equal(again.code, 0, again.lines.join("\n"));
   });
 });
+
+Deno.test("fsck() of a blob store it cannot open says so in one line and exits 2", async () => {
+  await withStore(async (_dir, config) => {
+    const lines: string[] = [];
+    const code = await fsck({ ...config, blobs: "/proc/berth-no-such-dir" }, {
+      repair: false,
+      out: (line) => lines.push(line),
+      progress: () => {},
+    });
+    assert.equal(code, 2);
+    assert.equal(lines.length, 1);
+    assert.match(lines[0]!, /^fsck: cannot open the stores of ".*": .*berth-no-such-dir/);
+  });
+});

@@ -27,7 +27,7 @@ import {
   uploadPartKey,
   uploadTotalKey,
 } from "./keys.ts";
-import type { Kv } from "./kv.ts";
+import { type Kv, KV_LIMITS } from "./kv.ts";
 
 declare const REVISION: unique symbol;
 /** An opaque token of an entry's version: a repair that checks it fails if the entry changed. */
@@ -98,10 +98,10 @@ export interface AuditRepair {
   add?: [AuditKey, bigint][];
 }
 
-/** Checks one repair may make (Deno KV's limit over KV Connect). */
-export const MAX_REPAIR_CHECKS = 10;
+/** Checks one repair may make (Deno KV's limit). */
+export const MAX_REPAIR_CHECKS = KV_LIMITS.checks;
 /** Writes one repair may make (under Deno KV's 1000 mutations). */
-export const MAX_REPAIR_WRITES = 900;
+export const MAX_REPAIR_WRITES = KV_LIMITS.mutations;
 
 /** What fsck needs of the metadata: scans of each family, and checked repairs. */
 export interface MetadataAudit {

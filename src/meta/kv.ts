@@ -10,6 +10,13 @@
  * @module
  */
 
+/**
+ * Deno KV's limits on one atomic commit (the same locally and over KV Connect),
+ * with the margins Berth keeps: at most 10 checks; at most 1000 mutations (Berth
+ * plans for 900); keys and values together at most 800 KiB, keys alone 80 KiB.
+ */
+export const KV_LIMITS = { checks: 10, mutations: 900, bytes: 800 * 1024, keyBytes: 80 * 1024 };
+
 const LOCKED_REGEXP = /database is locked|database table is locked|SQLITE_BUSY/i;
 /** Attempts before giving up on contention or on lost races (each round is a few ms). */
 const MAX_ATTEMPTS = 100;

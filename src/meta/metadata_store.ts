@@ -13,7 +13,7 @@
  */
 import type { Algorithm, Digest } from "../oci/digest.ts";
 import { KvMetadataAudit, type MetadataAudit, type Revision } from "./audit.ts";
-import { Kv, RETRY } from "./kv.ts";
+import { Kv, KV_LIMITS, RETRY } from "./kv.ts";
 import { migrate } from "./schema.ts";
 import type { BlobStore } from "../storage/blob_store.ts";
 import {
@@ -51,15 +51,13 @@ import {
   uploadTotalKey,
 } from "./keys.ts";
 
-/** Deno KV's limit on checks per atomic commit over KV Connect. */
-export const MAX_CHECKS = 10;
 /**
  * Tags one manifest PUT may set (path tag plus `?tag=`). Tag changes check
  * one key per repository (`tag_clock`) whatever their number, so this bounds
  * the work of one request, not the checks of its commit.
  */
 export const MAX_TAGS_PER_PUT = 10;
-const MAX_MUTATIONS = 900;
+const MAX_MUTATIONS = KV_LIMITS.mutations;
 /** Tags one delete commit removes (two mutations each, under Deno KV's 1000). */
 const MAX_TAGS_PER_COMMIT = 450;
 const ONE = 1n;

@@ -24,6 +24,7 @@ import { createHash } from "node:crypto";
 import { type Digest, digestAlgorithm } from "../oci/digest.ts";
 import { parseManifest } from "../oci/manifest.ts";
 import type { BlobStore } from "../storage/blob_store.ts";
+import { readLimited } from "../storage/streams.ts";
 import {
   legacyManifestEpochsPrefix,
   type ManifestRecord,
@@ -35,7 +36,7 @@ import {
   schemaKey,
   type SchemaRecord,
 } from "./keys.ts";
-import type { Kv } from "./kv.ts";
+import { type Kv, KV_LIMITS } from "./kv.ts";
 
 /** The KV layout this Berth reads and writes. */
 export const SCHEMA_VERSION = 2;
@@ -62,10 +63,10 @@ export interface MigrateResult {
 }
 
 const DEFAULT_BATCH = 100;
-/** Deno KV allows 1000 mutations, 800 KiB of keys and values and 80 KiB of keys per commit. */
-const MAX_MUTATIONS = 900;
-const MAX_COMMIT_BYTES = 640 * 1024;
-const MAX_KEY_BYTES = 64 * 1024;
+/** Within `KV_LIMITS`, with room for the estimates below being upper bounds. */
+const MAX_MUTATIONS = KV_LIMITS.mutations;
+const MAX_COMMIT_BYTES = KV_LIMITS.bytes * 0.8;
+const MAX_KEY_BYTES = KV_LIMITS.keyBytes * 0.8;
 /** The largest manifest any configuration accepts (`--max-manifest-bytes`). */
 const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 const MANIFESTS_PREFIX = ["manifests"] as const;
@@ -181,7 +182,7 @@ async function readBytes(blobs: Pick<BlobStore, "open">, digest: Digest): Promis
     await read.stream.cancel();
     throw new Error(`its bytes are too large for a manifest (${read.size})`);
   }
-  const bytes = await new Response(read.stream).bytes();
+  const bytes = await readLimited(read.stream, MAX_MANIFEST_BYTES);
   const algorithm = digestAlgorithm(digest);
   const actual = `${algorithm}:${createHash(algorithm).update(bytes).digest("hex")}`;
   if (actual !== digest) throw new Error(`its bytes hash to ${actual}`);

@@ -12,6 +12,7 @@
  *
  * @module
  */
+import type { Digest } from "../oci/digest.ts";
 import { Blobs } from "./blobs.ts";
 import type { RegistryContext } from "./context.ts";
 import { requireDeletes } from "./errors.ts";
@@ -46,10 +47,6 @@ export class Registry {
   /** Whether both stores answer (`/readyz`). */
   async ready(): Promise<void> {
     await this.context.meta.repoExists("_readyz");
-    await this.context.blobs.stat(
-      ("sha256:" + "0".repeat(64)) as Parameters<
-        typeof this.context.blobs.stat
-      >[0],
-    );
+    await this.context.blobs.stat(`sha256:${"0".repeat(64)}` as Digest);
   }
 }
