@@ -28,7 +28,31 @@ export interface Config {
   maxConnections: number;
   shutdownTimeoutMs: number;
   logLevel: LogLevel;
+  /** How clients authenticate: none (anonymous, loopback only unless allowed), basic or token. */
+  auth: AuthMode;
+  /** Apache htpasswd file of bcrypt users; "" for none. */
+  htpasswd: string;
+  /** JSON policy file (who may pull, push, delete where); "" lets every user do everything. */
+  policy: string;
+  /** PEM private key that signs tokens; "" means `<data>/token-key.pem`, generated once. */
+  tokenKey: string;
+  tokenTtlMs: number;
+  /** The `service` of the token flow, and the audience of tokens. */
+  tokenService: string;
+  /** The issuer of tokens: Berth's own, or the external issuer's to accept. */
+  tokenIssuer: string;
+  /** The token realm advertised; "" means Berth's own `/token` endpoint on the request's host. */
+  tokenRealm: string;
+  /** PEM public keys or a JWKS file of an external issuer; "" means Berth issues its own tokens. */
+  tokenPublicKeys: string;
+  /** Serve anonymously (anyone may push and delete) on a non-loopback address. */
+  insecureNoAuth: boolean;
+  /** PEM certificate chain and private key for HTTPS; both or neither. */
+  tlsCert: string;
+  tlsKey: string;
 }
+
+export type AuthMode = "none" | "basic" | "token";
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "off";
 
@@ -98,7 +122,13 @@ function int(flag: string, value: string, min: number, max: number): number {
   return n;
 }
 
-type DurationField = "uploadTtlMs" | "bodyTimeoutMs" | "idleTimeoutMs" | "shutdownTimeoutMs";
+type DurationField =
+  | "uploadTtlMs"
+  | "bodyTimeoutMs"
+  | "idleTimeoutMs"
+  | "shutdownTimeoutMs"
+  | "tokenTtlMs";
+type PathField = "htpasswd" | "policy" | "tokenKey" | "tokenPublicKeys" | "tlsCert" | "tlsKey";
 type IntField = "maxUploadsPerRepo" | "maxUploads" | "tagsPageMax" | "maxConnections";
 
 /** An option holding a duration from 1s to `max` (or exactly `0` when `zeroTurnsOff`). */
@@ -142,6 +172,23 @@ function intOption(
     allowed: `a whole number from 1 to ${spec.max}`,
     apply(config, value) {
       config[field] = int(flag, value, 1, spec.max);
+    },
+  };
+}
+
+/** An option holding a file path ("" for none). */
+function pathOption(flag: string, field: PathField, help: string): OptionSpec {
+  return {
+    flag,
+    kind: "string",
+    default: "",
+    help,
+    allowed: "a file path",
+    apply(config, value) {
+      if ((value !== "" && value.trim() === "") || value.includes("\0")) {
+        throw bad(flag, value, this.allowed);
+      }
+      config[field] = value;
     },
   };
 }
@@ -285,6 +332,99 @@ export const OPTIONS: OptionSpec[] = [
     max: "1h",
   }),
   {
+    flag: "auth",
+    kind: "string",
+    default: "",
+    help:
+      "How clients authenticate: basic (HTTP Basic against --htpasswd) or token (the Docker token flow); default basic when --htpasswd is given, else none",
+    allowed: "basic or token",
+    apply(config, value) {
+      // "none" is what no option means (the default), not a value one can ask for.
+      if (!["", "basic", "token"].includes(value)) throw bad("auth", value, this.allowed);
+      config.auth = (value || "none") as AuthMode;
+    },
+  },
+  pathOption(
+    "htpasswd",
+    "htpasswd",
+    "Apache htpasswd file of users with bcrypt passwords (edits apply without a restart)",
+  ),
+  pathOption(
+    "policy",
+    "policy",
+    "JSON policy: who may pull, push and delete which repositories (default: every user everything)",
+  ),
+  pathOption(
+    "token-key",
+    "tokenKey",
+    "PEM private key (EC P-256 or Ed25519) that signs tokens (default <data>/token-key.pem, made once)",
+  ),
+  durationOption("token-ttl", "tokenTtlMs", {
+    default: "5m",
+    help: "How long an issued token is valid",
+    max: "1h",
+    examples: "60s or 5m",
+  }),
+  {
+    flag: "token-service",
+    kind: "string",
+    default: "berth",
+    help: "The service name of the token flow, and the audience of tokens",
+    allowed: "a name of printable characters without quotes or backslashes",
+    apply(config, value) {
+      if (!/^[\x21\x23-\x5b\x5d-\x7e]{1,200}$/.test(value)) {
+        throw bad("token-service", value, this.allowed);
+      }
+      config.tokenService = value;
+    },
+  },
+  {
+    flag: "token-issuer",
+    kind: "string",
+    default: "berth",
+    help:
+      "Issuer of tokens: the one Berth signs as, or the external issuer whose tokens it accepts",
+    allowed: "a non-empty name",
+    apply(config, value) {
+      if (value.trim() === "" || value.length > 1000) {
+        throw bad("token-issuer", value, this.allowed);
+      }
+      config.tokenIssuer = value;
+    },
+  },
+  {
+    flag: "token-realm",
+    kind: "string",
+    default: "",
+    help:
+      "Token realm URL to advertise (default: Berth's own /token on the host the client asked for)",
+    allowed: "an http(s) URL",
+    apply(config, value) {
+      if (value !== "" && !/^https?:\/\/[^\s"\\]+$/.test(value)) {
+        throw bad("token-realm", value, this.allowed);
+      }
+      config.tokenRealm = value;
+    },
+  },
+  pathOption(
+    "token-public-keys",
+    "tokenPublicKeys",
+    "Accept tokens of an external issuer: its PEM public keys or JWKS file (several keys for rotation)",
+  ),
+  {
+    flag: "insecure-no-auth",
+    kind: "boolean",
+    default: "false",
+    help:
+      "Serve without authentication on a non-loopback address: ANYONE who reaches it may push, overwrite and delete",
+    allowed: "true or false",
+    apply(config, value) {
+      config.insecureNoAuth = bool("insecure-no-auth", value);
+    },
+  },
+  pathOption("tls-cert", "tlsCert", "PEM certificate chain: serve HTTPS (HTTP/2 through ALPN)"),
+  pathOption("tls-key", "tlsKey", "PEM private key of --tls-cert"),
+  {
     flag: "log-level",
     kind: "string",
     default: "info",
@@ -339,6 +479,47 @@ export function helpText(): string {
   lines.push(column("  --repair") + "with fsck: remove or fix what cannot be served");
   lines.push(column("  --help") + "Show this text");
   return lines.join("\n");
+}
+
+/** Whether `hostname` can only be reached from this machine. */
+export function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" || /^127\.[0-9.]+$/.test(hostname);
+}
+
+/**
+ * Settles the authentication mode (`--htpasswd` alone means basic) and
+ * refuses combinations that cannot work, and anonymous serving beyond
+ * loopback unless `--insecure-no-auth` asks for it.
+ */
+export function checkSecurity(config: Config): void {
+  if (config.auth === "none" && config.htpasswd !== "") config.auth = "basic";
+  const external = config.tokenPublicKeys !== "";
+  if (config.auth === "basic" && config.htpasswd === "") {
+    throw new ConfigError(
+      "--auth basic needs --htpasswd FILE (add users with: berth user add NAME --htpasswd FILE)",
+    );
+  }
+  if (config.auth === "token" && !external && config.htpasswd === "") {
+    throw new ConfigError(
+      "--auth token needs --htpasswd FILE for Berth to issue tokens, or --token-public-keys FILE and --token-realm URL to accept an external issuer's",
+    );
+  }
+  if (external && config.auth !== "token") {
+    throw new ConfigError("--token-public-keys needs --auth token");
+  }
+  if (external && config.tokenRealm === "") {
+    throw new ConfigError("--token-public-keys needs --token-realm URL: where clients get tokens");
+  }
+  if ((config.tlsCert === "") !== (config.tlsKey === "")) {
+    throw new ConfigError("--tls-cert and --tls-key go together: give both or neither");
+  }
+  if (config.auth === "none" && !config.insecureNoAuth && !isLoopback(config.listen.hostname)) {
+    throw new ConfigError(
+      `Refusing to serve ${config.listen.hostname} without authentication: anyone could push and delete. ` +
+        "Add users (berth user add NAME --htpasswd FILE, then --htpasswd FILE), " +
+        "or allow anonymous access on purpose with --insecure-no-auth",
+    );
+  }
 }
 
 /** The result of reading the command line. */
@@ -423,6 +604,7 @@ export function parseCli(
       throw new ConfigError(`${error.message} (from ${source})`);
     }
   }
+  checkSecurity(config);
   const command = parsed.positionals[0] ?? "serve";
   if (!["serve", "fsck"].includes(command) || parsed.positionals.length > 1) {
     throw new ConfigError(

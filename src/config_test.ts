@@ -56,6 +56,18 @@ const DEFAULTS: Config = {
   maxConnections: 1000,
   shutdownTimeoutMs: 30_000,
   logLevel: "info",
+  auth: "none",
+  htpasswd: "",
+  policy: "",
+  tokenKey: "",
+  tokenTtlMs: 300_000,
+  tokenService: "berth",
+  tokenIssuer: "berth",
+  tokenRealm: "",
+  tokenPublicKeys: "",
+  insecureNoAuth: false,
+  tlsCert: "",
+  tlsKey: "",
 };
 
 Deno.test("parseCli() gives the defaults with no flags, env or file", () => {
@@ -102,6 +114,26 @@ Deno.test("parseCli() reads every option from flags", () => {
       "5s",
       "--log-level",
       "debug",
+      "--auth",
+      "token",
+      "--htpasswd",
+      "/etc/berth/htpasswd",
+      "--policy",
+      "/etc/berth/policy.json",
+      "--token-key",
+      "/etc/berth/key.pem",
+      "--token-ttl",
+      "10m",
+      "--token-service",
+      "registry.example",
+      "--token-issuer",
+      "berth-issuer",
+      "--token-realm",
+      "https://registry.example/token",
+      "--tls-cert",
+      "/etc/berth/cert.pem",
+      "--tls-key",
+      "/etc/berth/tls-key.pem",
     ],
     {},
     noFiles,
@@ -123,6 +155,18 @@ Deno.test("parseCli() reads every option from flags", () => {
     maxConnections: 9,
     shutdownTimeoutMs: 5_000,
     logLevel: "debug",
+    auth: "token",
+    htpasswd: "/etc/berth/htpasswd",
+    policy: "/etc/berth/policy.json",
+    tokenKey: "/etc/berth/key.pem",
+    tokenTtlMs: 600_000,
+    tokenService: "registry.example",
+    tokenIssuer: "berth-issuer",
+    tokenRealm: "https://registry.example/token",
+    tokenPublicKeys: "",
+    insecureNoAuth: false,
+    tlsCert: "/etc/berth/cert.pem",
+    tlsKey: "/etc/berth/tls-key.pem",
   });
 });
 
@@ -144,6 +188,10 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     BERTH_MAX_CONNECTIONS: "10",
     BERTH_SHUTDOWN_TIMEOUT: "1m",
     BERTH_LOG_LEVEL: "off",
+    BERTH_AUTH: "token",
+    BERTH_TOKEN_PUBLIC_KEYS: "/k.jwks",
+    BERTH_TOKEN_REALM: "http://auth.example/token",
+    BERTH_INSECURE_NO_AUTH: "true",
   }, noFiles);
   assert.deepEqual(cli.config, {
     listen: { hostname: "::1", port: 0 },
@@ -162,6 +210,18 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     maxConnections: 10,
     shutdownTimeoutMs: 60_000,
     logLevel: "off",
+    auth: "token",
+    htpasswd: "",
+    policy: "",
+    tokenKey: "",
+    tokenTtlMs: 300_000,
+    tokenService: "berth",
+    tokenIssuer: "berth",
+    tokenRealm: "http://auth.example/token",
+    tokenPublicKeys: "/k.jwks",
+    insecureNoAuth: true,
+    tlsCert: "",
+    tlsKey: "",
   });
 });
 
@@ -182,6 +242,8 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     "max-connections": 5,
     "shutdown-timeout": "2m",
     "log-level": "warn",
+    htpasswd: "/srv/htpasswd",
+    "token-ttl": "30s",
   });
   const cli = parseCli(["--config", "/etc/berth.json"], {}, files({ "/etc/berth.json": file }));
   assert.deepEqual(cli.config, {
@@ -201,6 +263,18 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     maxConnections: 5,
     shutdownTimeoutMs: 120_000,
     logLevel: "warn",
+    auth: "basic",
+    htpasswd: "/srv/htpasswd",
+    policy: "",
+    tokenKey: "",
+    tokenTtlMs: 30_000,
+    tokenService: "berth",
+    tokenIssuer: "berth",
+    tokenRealm: "",
+    tokenPublicKeys: "",
+    insecureNoAuth: false,
+    tlsCert: "",
+    tlsKey: "",
   });
 });
 
@@ -343,6 +417,24 @@ const BAD_VALUES: Record<string, { values: string[]; allowed: RegExp }> = {
     values: ["verbose", "INFO", "trace", ""],
     allowed: /debug, info, warn, error or off/,
   },
+  auth: { values: ["none", "Basic", "oauth", "token "], allowed: /basic or token/ },
+  htpasswd: { values: [" ", "a\0b"], allowed: /a file path/ },
+  policy: { values: ["  "], allowed: /a file path/ },
+  "token-key": { values: [" "], allowed: /a file path/ },
+  "token-public-keys": { values: [" "], allowed: /a file path/ },
+  "tls-cert": { values: [" "], allowed: /a file path/ },
+  "tls-key": { values: [" "], allowed: /a file path/ },
+  "token-ttl": { values: ["0", "500ms", "2h", "x"], allowed: /a duration from 1s to 1h/ },
+  "token-service": {
+    values: ["", 'a"b', "a b", "a\\b"],
+    allowed: /printable characters without quotes/,
+  },
+  "token-issuer": { values: ["", " "], allowed: /a non-empty name/ },
+  "token-realm": {
+    values: ["ftp://x", "token", "https://a b", 'https://x"y'],
+    allowed: /an http\(s\) URL/,
+  },
+  "insecure-no-auth": { values: ["sure"], allowed: /true or false/ },
 };
 
 Deno.test("parseCli() names the option, the value and what is allowed for every bad value", async (t) => {
@@ -387,7 +479,9 @@ Deno.test("parseCli() accepts the edges of each range", () => {
   assert.equal(at("max-uploads-per-repo", "1").maxUploadsPerRepo, 1);
   assert.equal(at("max-uploads", "100000").maxUploads, 100000);
   assert.equal(at("tags-page-max", "10000").tagsPageMax, 10000);
-  assert.deepEqual(at("listen", "host.example:65535").listen, {
+  assert.deepEqual(at("listen", "127.0.0.1:65535").listen, { hostname: "127.0.0.1", port: 65535 });
+  const onHost = parseCli(["--listen=host.example:65535", "--insecure-no-auth"], {}, noFiles);
+  assert.deepEqual(onHost.config.listen, {
     hostname: "host.example",
     port: 65535,
   });
@@ -448,10 +542,13 @@ Deno.test("helpText() lists every option with its env variable and default", () 
   const flags = OPTIONS.map((o) => o.flag);
   // Every Config field has an option (guards against a field without a flag).
   assert.deepEqual(flags.sort(), [
+    "auth",
     "blobs",
     "body-timeout",
     "data",
+    "htpasswd",
     "idle-timeout",
+    "insecure-no-auth",
     "kv",
     "listen",
     "log-level",
@@ -461,8 +558,17 @@ Deno.test("helpText() lists every option with its env variable and default", () 
     "max-uploads-per-repo",
     "no-auto-mount",
     "no-delete",
+    "policy",
     "shutdown-timeout",
     "tags-page-max",
+    "tls-cert",
+    "tls-key",
+    "token-issuer",
+    "token-key",
+    "token-public-keys",
+    "token-realm",
+    "token-service",
+    "token-ttl",
     "upload-ttl",
   ]);
   for (const option of OPTIONS) {
@@ -502,4 +608,45 @@ Deno.test("parseCli() takes --blobs as a directory or file:DIR, and refuses othe
     const error = configError(() => parseCli(["--blobs", bad], {}, noFiles));
     assert.match(error.message, /--blobs/);
   }
+});
+
+Deno.test("parseCli() refuses to serve a non-loopback address anonymously unless told to", () => {
+  for (const listen of ["0.0.0.0:5000", "[::]:5000", "10.1.2.3:80", "registry.example:443"]) {
+    const error = configError(() => parseCli(["--listen", listen], {}, noFiles));
+    assert.match(error.message, /without authentication.*--htpasswd.*--insecure-no-auth/);
+  }
+  for (const listen of ["127.0.0.1:5000", "127.8.9.10:1", "[::1]:5000", "localhost:5000"]) {
+    assert.equal(parseCli(["--listen", listen], {}, noFiles).config.auth, "none");
+  }
+  const open = parseCli(["--listen", "0.0.0.0:5000", "--insecure-no-auth"], {}, noFiles);
+  assert.equal(open.config.insecureNoAuth, true);
+  const users = parseCli(["--listen", "0.0.0.0:5000", "--htpasswd", "/h"], {}, noFiles);
+  assert.equal(users.config.auth, "basic");
+});
+
+Deno.test("parseCli() refuses authentication settings that cannot work together", () => {
+  const cases: [string[], RegExp][] = [
+    [["--auth", "basic"], /--auth basic needs --htpasswd/],
+    [["--auth", "token"], /--auth token needs --htpasswd/],
+    [["--auth", "none"], /--auth.*basic or token/],
+    [["--token-public-keys", "/k.pem", "--htpasswd", "/h"], /needs --auth token/],
+    [["--auth", "token", "--token-public-keys", "/k.pem"], /needs --token-realm/],
+    [["--tls-cert", "/c.pem"], /give both or neither/],
+    [["--tls-key", "/k.pem"], /give both or neither/],
+    [["--token-realm", "ftp://x"], /--token-realm/],
+    [["--token-service", 'a"b'], /--token-service/],
+    [["--token-ttl", "2h"], /--token-ttl/],
+  ];
+  for (const [args, message] of cases) {
+    assert.match(configError(() => parseCli(args, {}, noFiles)).message, message);
+  }
+  const external = parseCli(
+    ["--auth", "token", "--token-public-keys", "/k.pem", "--token-realm", "https://auth.example/t"],
+    {},
+    noFiles,
+  ).config;
+  assert.equal(external.auth, "token");
+  assert.equal(external.tokenRealm, "https://auth.example/t");
+  const own = parseCli(["--auth", "token", "--htpasswd", "/h"], {}, noFiles).config;
+  assert.equal(own.auth, "token");
 });
