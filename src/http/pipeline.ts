@@ -42,9 +42,41 @@ export const MAX_URL_LENGTH = 8192;
 const HOST_REGEXP = /^(?:[A-Za-z0-9._~-]*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$/;
 
 /**
+ * The path of the raw request target: `req.url` as Deno gives it is the
+ * target unresolved (`/v2/h/../q` stays so); only `new URL` resolves it.
+ */
+export function rawPath(url: string): string {
+  const authority = url.indexOf("//");
+  const rest = authority === -1 ? url : url.slice(authority + 2);
+  const start = rest.search(/[/?#]/);
+  if (start === -1 || rest[start] !== "/") return "/";
+  const path = rest.slice(start);
+  const end = path.search(/[?#]/);
+  return end === -1 ? path : path.slice(0, end);
+}
+
+/** A `.` or `..` segment, plain or percent-encoded in any case. */
+const DOT_SEGMENT_REGEXP = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
+
+/**
+ * Refuses a request path that a URL parser would rewrite: dot segments
+ * (`.`, `..`, `%2e`, `.%2E`…), backslashes (read as `/` in http URLs), and
+ * anything else that makes the parsed path differ from the raw one. Routing
+ * and authorization then act on exactly the name the client sent.
+ */
+function checkPath(raw: string, parsed: string): void {
+  if (DOT_SEGMENT_REGEXP.test(raw) || raw.includes("\\") || parsed !== raw) {
+    throw new OciError("NAME_INVALID", "Request path with dot segments or escapes", {
+      detail: { path: raw.slice(0, 300) },
+    });
+  }
+}
+
+/**
  * Checks the URL and Host before anything routes on them: over 8 KiB is a
  * 414; a Host header that is not a host (Deno builds `req.url` from it, so it
- * could change the path or fail to parse) is a 400.
+ * could change the path or fail to parse) is a 400; a path that parsing
+ * would rewrite (dot segments, backslashes) is a 400 `NAME_INVALID`.
  */
 export const checkUrl: Step = (ctx, next) => {
   const { req } = ctx;
@@ -57,11 +89,14 @@ export const checkUrl: Step = (ctx, next) => {
   if (host !== null && !HOST_REGEXP.test(host)) {
     throw new OciError("UNSUPPORTED", "Invalid Host header", { status: 400 });
   }
+  let url;
   try {
-    ctx.url = new URL(req.url);
+    url = new URL(req.url);
   } catch {
     throw new OciError("UNSUPPORTED", "Invalid Host header", { status: 400 });
   }
+  checkPath(rawPath(req.url), url.pathname);
+  ctx.url = url;
   return next();
 };
 

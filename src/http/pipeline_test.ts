@@ -13,7 +13,14 @@ import { OciError } from "../oci/errors.ts";
 import { FsBlobStore } from "../storage/fs_blob_store.ts";
 import { BodyReadError } from "./body.ts";
 import type { RequestContext } from "./context.ts";
-import { checkUrl, compose, handleErrors, logRequests, MAX_URL_LENGTH } from "./pipeline.ts";
+import {
+  checkUrl,
+  compose,
+  handleErrors,
+  logRequests,
+  MAX_URL_LENGTH,
+  rawPath,
+} from "./pipeline.ts";
 
 function contextOf(url: string, init?: RequestInit): RequestContext {
   return {
@@ -166,4 +173,12 @@ Deno.test("handleErrors() blames the client only for a body that broke off, and 
     ),
     [507, 1], // the "disk full" warning
   );
+});
+
+Deno.test("rawPath() takes the path of the request target as sent, dot segments unresolved", () => {
+  assert.equal(rawPath("http://a:1/v2/h/../q/x?digest=1#f"), "/v2/h/../q/x");
+  assert.equal(rawPath("http://a:1/v2/h/%2e%2e/r"), "/v2/h/%2e%2e/r");
+  assert.equal(rawPath("http://a:1//v2/x"), "//v2/x");
+  assert.equal(rawPath("http://a:1"), "/");
+  assert.equal(rawPath("http://a:1?x=/y"), "/");
 });
