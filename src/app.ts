@@ -2,9 +2,9 @@
  * `createApp(deps)`: the whole registry as a function from Request to
  * Response. No sockets here; `main.ts` alone listens.
  *
- * A request goes through the pipeline's steps (log → errors → URL checks)
- * to the router, whose handler translates HTTP into a call of the registry
- * service layer and its answer back into HTTP.
+ * A request goes through the pipeline's steps (log → errors → URL checks →
+ * route → authorize) to its route's handler, which translates HTTP into a
+ * call of the registry service layer and its answer back into HTTP.
  *
  * @module
  */
@@ -17,12 +17,27 @@ import { manifestRoutes } from "./http/handlers/manifests.ts";
 import { referrerRoutes } from "./http/handlers/referrers.ts";
 import { tagRoutes } from "./http/handlers/tags.ts";
 import { uploadRoutes } from "./http/handlers/uploads.ts";
-import { checkUrl, compose, handleErrors, logRequests } from "./http/pipeline.ts";
-import { dispatch, type Route } from "./http/router.ts";
+import { authorize } from "./http/authorize.ts";
+import { checkUrl, compose, handleErrors, logRequests, type Step } from "./http/pipeline.ts";
+import { findRoute, type Route } from "./http/router.ts";
+import type { RouteContext } from "./http/context.ts";
+import { Gate } from "./auth/gate.ts";
 import { Registry } from "./registry/registry.ts";
 
 export type { Deps } from "./http/deps.ts";
 export { MAX_URL_LENGTH } from "./http/pipeline.ts";
+
+/** The gate of mode none without a policy: everyone may do everything (loopback, tests). */
+const ANONYMOUS = {
+  mode: "none",
+  users: null,
+  policy: null,
+  tokens: null,
+  throttle: { check: () => 0, failed() {}, succeeded() {} },
+  service: "berth",
+  realm: "",
+  ownIssuer: true,
+} as const;
 
 /** Who is asking: the client's address, as `Deno.serve` or the connection guard gives it. */
 export interface ClientInfo {
@@ -46,9 +61,20 @@ export function createApp(deps: Deps): App {
     ...manifestRoutes(handlerDeps),
     ...referrerRoutes(handlerDeps),
   ];
+  const match: Step = (ctx, next) => {
+    findRoute(routes, ctx as RouteContext);
+    return next();
+  };
+  const gate = deps.gate ?? new Gate(ANONYMOUS);
   const handle = compose(
-    [logRequests(deps.log), handleErrors(deps.log), checkUrl],
-    (ctx) => dispatch(routes, ctx as RequestContext & { url: URL }),
+    [
+      logRequests(deps.log),
+      handleErrors(deps.log),
+      checkUrl,
+      match,
+      authorize(gate, deps.log, deps.config.tlsCert !== ""),
+    ],
+    (ctx) => ctx.route!.handler(ctx as RouteContext, ctx.route!.params),
   );
   let sequence = 0;
   const prefix = crypto.randomUUID().slice(0, 8);
@@ -63,6 +89,7 @@ export function createApp(deps: Deps): App {
       started: performance.now(),
       url: null,
       route: null,
+      caller: null,
     });
   };
 }

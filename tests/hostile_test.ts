@@ -127,10 +127,10 @@ function traversalRows(f: Fixture): Row[] {
   const raw = {};
   // deno-fmt-ignore
   return [
-    { name: "raw ../ out of /v2/", method: "GET", path: "/v2/../../../etc/passwd", raw, status: 404, code: "UNSUPPORTED" },
-    { name: "raw ../ from a name into the blob tree", method: "GET", path: `/v2/fixture/../../blobs/sha256/${f.layer.slice(7, 9)}/${f.layer.slice(7)}`, raw, status: 404, code: "UNSUPPORTED" },
-    { name: "raw %2e%2e segments in a name", method: "GET", path: "/v2/fixture/%2e%2e/%2E%2e/etc/manifests/v1", raw, status: 404, code: "UNSUPPORTED" },
-    { name: "raw ../ after an upload id", method: "PUT", path: `${f.session}/../../../../tmp?digest=${f.layer}`, raw: { body: "x" }, headers: [["Content-Length", "1"]], status: 404, code: "UNSUPPORTED" },
+    { name: "raw ../ out of /v2/", method: "GET", path: "/v2/../../../etc/passwd", raw, status: 400, code: "NAME_INVALID" },
+    { name: "raw ../ from a name into the blob tree", method: "GET", path: `/v2/fixture/../../blobs/sha256/${f.layer.slice(7, 9)}/${f.layer.slice(7)}`, raw, status: 400, code: "NAME_INVALID" },
+    { name: "raw %2e%2e segments in a name", method: "GET", path: "/v2/fixture/%2e%2e/%2E%2e/etc/manifests/v1", raw, status: 400, code: "NAME_INVALID" },
+    { name: "raw ../ after an upload id", method: "PUT", path: `${f.session}/../../../../tmp?digest=${f.layer}`, raw: { body: "x" }, headers: [["Content-Length", "1"]], status: 400, code: "NAME_INVALID" },
     { name: "%2f inside a name", method: "GET", path: "/v2/fixture%2fapp/manifests/v1", status: 400, code: "NAME_INVALID" },
     { name: "%2F..%2F in a name", method: "GET", path: "/v2/fixture%2F..%2F..%2Fetc/tags/list", status: 400, code: "NAME_INVALID" },
     { name: "%00 in a name", method: "GET", path: "/v2/fixture/app%00/manifests/v1", status: 400, code: "NAME_INVALID" },
@@ -142,7 +142,7 @@ function traversalRows(f: Fixture): Row[] {
     { name: "..%2F in a digest", method: "GET", path: `${REPO}/blobs/sha256:..%2F..%2Fetc%2Fpasswd`, status: 400, code: "DIGEST_INVALID" },
     { name: "%00 after a digest", method: "GET", path: `${REPO}/blobs/${f.layer}%00`, status: 400, code: "DIGEST_INVALID" },
     { name: "..%2F in an upload id", method: "GET", path: `${REPO}/blobs/uploads/..%2F..%2Fblobs`, status: 404, code: "BLOB_UPLOAD_UNKNOWN" },
-    { name: "raw %2E%2E as an upload id", method: "DELETE", path: `${REPO}/blobs/uploads/%2E%2E`, raw, status: 404, code: "UNSUPPORTED" },
+    { name: "raw %2E%2E as an upload id", method: "DELETE", path: `${REPO}/blobs/uploads/%2E%2E`, raw, status: 400, code: "NAME_INVALID" },
     { name: "%00 after an upload id, with a body", method: "PATCH", path: `${f.session}%00`, body: () => "abcdef", status: 404, code: "BLOB_UPLOAD_UNKNOWN" },
     { name: "the blob store's scratch name as an upload id", method: "PATCH", path: `${REPO}/blobs/uploads/put-${f.uploadId}`, body: () => "abcdef", status: 404, code: "BLOB_UPLOAD_UNKNOWN" },
     { name: "an upload id in uppercase", method: "GET", path: `${REPO}/blobs/uploads/${f.uploadId.toUpperCase()}`, status: 404, code: "BLOB_UPLOAD_UNKNOWN" },

@@ -4,6 +4,8 @@
  *
  * @module
  */
+import type { Caller } from "../auth/gate.ts";
+import type { MatchedRoute } from "./router.ts";
 
 /** One request on its way through the pipeline. */
 export interface RequestContext {
@@ -16,9 +18,11 @@ export interface RequestContext {
   readonly started: number;
   /** The checked URL: null until the URL step has parsed it. */
   url: URL | null;
-  /** The route that matched, set by `dispatch`. */
-  route: { name: string; template: string } | null;
+  /** The route that matched (name, template, parameters, handler), set by `findRoute`. */
+  route: MatchedRoute | null;
+  /** Who is asking and what they may do, set by the authorization step. */
+  caller: Caller | null;
 }
 
-/** A context whose URL has been checked: what route handlers get. */
-export type RouteContext = RequestContext & { url: URL };
+/** A context whose URL has been checked and caller found: what route handlers get. */
+export type RouteContext = RequestContext & { url: URL; caller: Caller };

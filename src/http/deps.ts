@@ -5,6 +5,8 @@
  *
  * @module
  */
+import type { Gate } from "../auth/gate.ts";
+import type { Config } from "../config.ts";
 import type { Logger } from "../log.ts";
 import type { MetadataStore } from "../meta/metadata_store.ts";
 import type { RegistryConfig } from "../registry/context.ts";
@@ -12,7 +14,7 @@ import type { Registry } from "../registry/registry.ts";
 import type { Storage } from "../storage/blob_store.ts";
 
 /** Settings the app reads. */
-export type AppConfig = RegistryConfig;
+export type AppConfig = RegistryConfig & Pick<Config, "tlsCert">;
 
 /** Dependencies of the app. */
 export interface Deps {
@@ -20,6 +22,8 @@ export interface Deps {
   blobs: Storage;
   config: AppConfig;
   log: Logger;
+  /** Who may do what; absent means mode none without a policy (everyone everything). */
+  gate?: Gate;
 }
 
 /** What route handlers get. */

@@ -30,6 +30,7 @@ function contextOf(url: string, init?: RequestInit): RequestContext {
     started: performance.now(),
     url: null,
     route: null,
+    caller: null,
   };
 }
 
@@ -113,7 +114,12 @@ Deno.test("logRequests() writes one line with the route, the client address and 
   const log = recordingLogger();
   const run = compose([logRequests(log)], (ctx) => {
     ctx.url = new URL(ctx.req.url);
-    ctx.route = { name: "tags.list", template: "/v2/:name+/tags/list" };
+    ctx.route = {
+      name: "tags.list",
+      template: "/v2/:name+/tags/list",
+      params: {},
+      handler: () => new Response(),
+    };
     return new Response("[]", { status: 200, headers: { "Content-Length": "2" } });
   });
   const res = await run(contextOf("http://h/v2/a/tags/list"));

@@ -20,6 +20,14 @@ export type Params = Record<string, string>;
 /** A request handler: the request's context and the route's parameters. */
 export type Handler = (ctx: RouteContext, params: Params) => Response | Promise<Response>;
 
+/** The route a request matched, as recorded on its context. */
+export interface MatchedRoute {
+  name: string;
+  template: string;
+  params: Params;
+  handler: Handler;
+}
+
 /** One route. */
 export interface Route {
   /** A stable name (`manifest.get`): log field, metric label, authorization scope. */
@@ -69,15 +77,17 @@ export function matchRoute(routes: Route[], method: string, pathname: string): M
 const EXTENSION_PATH_REGEXP = /^\/v2\/(?:[^/]+\/)*_[a-z]/;
 
 /**
- * Dispatches a request to its route, recording the route on `ctx`; throws an
- * {@linkcode OciError} for unknown paths and methods.
+ * Finds the route of a request and records it on `ctx` (name, template,
+ * parameters, handler); throws an {@linkcode OciError} for unknown paths
+ * (404, or the extensions' `EXTENSION_UNKNOWN`) and methods (405 with `Allow`).
  */
-export function dispatch(routes: Route[], ctx: RouteContext): Response | Promise<Response> {
+export function findRoute(routes: Route[], ctx: RouteContext): MatchedRoute {
   const { req, url } = ctx;
   const match = matchRoute(routes, req.method, url.pathname);
   if (match.kind === "found") {
-    ctx.route = { name: match.route.name, template: match.route.path };
-    return match.route.handler(ctx, match.params);
+    const { name, path, handler } = match.route;
+    ctx.route = { name, template: path, params: match.params, handler };
+    return ctx.route;
   }
   if (match.kind === "method") {
     throw new OciError("UNSUPPORTED", `Method ${req.method} is not allowed on ${url.pathname}`, {
@@ -94,4 +104,10 @@ export function dispatch(routes: Route[], ctx: RouteContext): Response | Promise
     status: 404,
     detail: { path: url.pathname.slice(0, 300) },
   });
+}
+
+/** Finds the route of a request and calls its handler. */
+export function dispatch(routes: Route[], ctx: RouteContext): Response | Promise<Response> {
+  const { handler, params } = findRoute(routes, ctx);
+  return handler(ctx, params);
 }

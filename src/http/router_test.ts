@@ -189,6 +189,7 @@ function contextOf(url: URL, init?: RequestInit): RouteContext {
     remoteAddr: { transport: "tcp", hostname: "192.0.2.7", port: 4321 },
     started: 0,
     route: null,
+    caller: { user: null, can: () => false, lists: () => false },
   };
 }
 
@@ -209,7 +210,9 @@ Deno.test("dispatch() calls the handler with the context and params, and records
     n: "3",
     from: { transport: "tcp", hostname: "192.0.2.7", port: 4321 },
   });
-  assert.deepEqual(ctx.route, { name: "tags.list", template: "/v2/:name+/tags/list" });
+  assert.equal(ctx.route?.name, "tags.list");
+  assert.equal(ctx.route?.template, "/v2/:name+/tags/list");
+  assert.deepEqual(ctx.route?.params, { name: "a/b" });
 });
 
 Deno.test("dispatch() throws UNSUPPORTED with Allow for a wrong method", () => {

@@ -133,10 +133,12 @@ export interface MetadataStore {
   /** Removes a blob from `name` (the bytes stay for other repositories). False if absent. */
   unlinkBlob(name: string, digest: Digest): Promise<boolean>;
   /**
-   * Links `digest` into `name` from `from` (or, without `from`, from any
-   * repository that has it) if the source still has it. The size, or null.
+   * Links `digest` into `name` from `from` if `from` still has it (checked in
+   * the same commit). The size, or null.
    */
-  mountBlob(name: string, digest: Digest, from?: string): Promise<number | null>;
+  mountBlob(name: string, digest: Digest, from: string): Promise<number | null>;
+  /** Up to `n` repositories that link `digest`, in name order (automatic mounts). */
+  blobHolders(digest: Digest, n: number): Promise<string[]>;
 
   // ---- upload sessions
   createUpload(uploadId: string, name: string, algorithm: Algorithm): Promise<void>;
@@ -512,18 +514,13 @@ export class KvMetadataStore implements MetadataStore {
   }
 
   /**
-   * Links `digest` into `name` from `from` (or, without `from`, from any
-   * repository that has it), checking in the same commit that the source link
-   * still exists. Returns the size, or null when there is nothing to mount.
+   * Links `digest` into `name` from `from`, checking in the same commit that
+   * the source link still exists. Returns the size, or null when there is
+   * nothing to mount.
    */
-  mountBlob(name: string, digest: Digest, from?: string): Promise<number | null> {
+  mountBlob(name: string, digest: Digest, from: string): Promise<number | null> {
     return this.kv.transact("mountBlob", async () => {
-      let source = from;
-      if (source === undefined) {
-        const [any] = await this.kv.list<true>({ prefix: blobReposPrefix(digest) }, 1);
-        if (!any) return null;
-        source = any.key.at(-1) as string;
-      }
+      const source = from;
       const [link, repo] = await this.kv.getMany<[BlobLink, unknown]>([
         blobLinkKey(source, digest),
         repoKey(name),
@@ -539,6 +536,11 @@ export class KvMetadataStore implements MetadataStore {
       });
       return ok ? size : RETRY;
     });
+  }
+
+  async blobHolders(digest: Digest, n: number): Promise<string[]> {
+    const entries = await this.kv.list<true>({ prefix: blobReposPrefix(digest) }, n);
+    return entries.map((entry) => entry.key.at(-1) as string);
   }
 
   // ---- upload sessions ----------------------------------------------------

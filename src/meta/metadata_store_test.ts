@@ -626,17 +626,16 @@ Deno.test("mountBlob() returns null when the named repository lacks the blob", a
   assert.equal(await meta.repoExists("dst"), false);
 });
 
-Deno.test("mountBlob() without from mounts from any repository that has the blob", async () => {
+Deno.test("blobHolders() lists up to n repositories that link a blob, in name order", async () => {
   using meta = await openStore();
   const d = digestOf("blob");
-  assert.equal(await meta.mountBlob("dst", d), null);
-  await meta.linkBlob("somewhere/else", d, 7);
-  assert.equal(await meta.mountBlob("dst", d), 7);
-  assert.equal((await meta.getBlobLink("dst", d))?.size, 7);
-  // After every link is gone, there is nothing to mount from.
-  await meta.unlinkBlob("somewhere/else", d);
-  await meta.unlinkBlob("dst", d);
-  assert.equal(await meta.mountBlob("third", d), null);
+  assert.deepEqual(await meta.blobHolders(d, 10), []);
+  for (const name of ["c", "a/b", "b"]) await meta.linkBlob(name, d, 7);
+  await meta.linkBlob("other", digestOf("other"), 1);
+  assert.deepEqual(await meta.blobHolders(d, 10), ["a/b", "b", "c"]);
+  assert.deepEqual(await meta.blobHolders(d, 2), ["a/b", "b"]);
+  await meta.unlinkBlob("b", d);
+  assert.deepEqual(await meta.blobHolders(d, 10), ["a/b", "c"]);
 });
 
 Deno.test("missingBlobs() and missingManifests() report what is absent, in batches", async () => {

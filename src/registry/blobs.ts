@@ -11,6 +11,12 @@ import { type ByteRange, parseRange } from "../oci/range.ts";
 import type { RegistryContext } from "./context.ts";
 import { blobUnknown, requireDeletes } from "./errors.ts";
 
+/**
+ * How many repositories holding a blob an automatic mount considers as its
+ * source (the first the caller may pull from is used); past them it uploads.
+ */
+export const AUTO_MOUNT_SOURCES = 100;
+
 /** A blob opened for reading. */
 export interface OpenedBlob {
   /** The whole blob's size. */
@@ -59,12 +65,22 @@ export class Blobs {
 
   /**
    * Mounts `digest` into `name` from `from`, or, without `from` and when
-   * automatic mounts are on, from any repository that has it. False when
-   * there was nothing to mount (the client then uploads).
+   * automatic mounts are on, from a repository that has it. Only a source
+   * the caller may pull from (`canPull`) is used: else, as when there is
+   * nothing to mount, false (the client then uploads), revealing nothing.
    */
-  async mount(name: string, digest: Digest, from: string | undefined): Promise<boolean> {
-    if (from === undefined && !this.#ctx.config.autoMount) return false;
-    return (await this.#ctx.meta.mountBlob(name, digest, from)) !== null;
+  async mount(
+    name: string,
+    digest: Digest,
+    from: string | undefined,
+    canPull: (repo: string) => boolean,
+  ): Promise<boolean> {
+    const { meta, config } = this.#ctx;
+    if (from === undefined && !config.autoMount) return false;
+    const source = from ??
+      (await meta.blobHolders(digest, AUTO_MOUNT_SOURCES)).find((repo) => canPull(repo));
+    if (source === undefined || !canPull(source)) return false;
+    return (await meta.mountBlob(name, digest, source)) !== null;
   }
 
   /** Unlinks a blob from `name` (its bytes stay for other repositories). */

@@ -11,6 +11,9 @@ import type { ReferrerDescriptor } from "../meta/keys.ts";
 import type { RegistryContext } from "./context.ts";
 import { nameUnknown } from "./errors.ts";
 
+/** Most repository names one catalog page reads, shown or hidden. */
+export const CATALOG_SCAN = 10_000;
+
 /** One page of a listing and the page size it was read with (for the next page's link). */
 export type ListPage<T> = Page<T> & { n: number };
 
@@ -43,10 +46,36 @@ export class Listings {
     return { ...page, n: size };
   }
 
-  /** One page of repository names. */
-  async catalog(n: number | undefined, last?: string): Promise<ListPage<string>> {
+  /**
+   * One page of the repository names `shows` accepts (the caller may pull
+   * them). Hidden names are skipped, but at most {@linkcode CATALOG_SCAN}
+   * names are read per page: a caller who may see few of many repositories
+   * gets a short page and a link onwards, so a page costs the same for all.
+   */
+  async catalog(
+    n: number | undefined,
+    last: string | undefined,
+    shows: (repo: string) => boolean,
+  ): Promise<ListPage<string>> {
     const size = this.#size(n);
-    return { ...await this.#ctx.meta.listRepos(size, last), n: size };
+    if (size === 0) return { items: [], n: size };
+    const items: string[] = [];
+    let cursor = last;
+    let scanned = 0;
+    while (true) {
+      const batch = Math.min(Math.max(size - items.length, 100), CATALOG_SCAN - scanned);
+      const page = await this.#ctx.meta.listRepos(batch, cursor);
+      for (const repo of page.items) {
+        scanned++;
+        cursor = repo;
+        if (shows(repo)) items.push(repo);
+        const more = page.next !== undefined || repo !== page.items.at(-1);
+        if (items.length === size || (scanned === CATALOG_SCAN && more)) {
+          return { items, ...(more ? { next: repo } : {}), n: size };
+        }
+      }
+      if (page.next === undefined) return { items, n: size };
+    }
   }
 
   /**

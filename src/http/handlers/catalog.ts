@@ -13,8 +13,12 @@ import { type Route, route } from "../router.ts";
 /** Catalog routes. */
 export function catalogRoutes({ registry }: HandlerDeps): Route[] {
   return [
-    route("catalog", "GET /v2/_catalog", async ({ url }) => {
-      const page = await registry.listings.catalog(parsePageSize(url), parseLast(url));
+    route("catalog", "GET /v2/_catalog", async ({ url, caller }) => {
+      const page = await registry.listings.catalog(
+        parsePageSize(url),
+        parseLast(url),
+        (repo) => caller.lists(repo),
+      );
       const headers: Record<string, string> = {};
       if (page.next) {
         headers.Link = nextLink("/v2/_catalog", { n: String(page.n), last: page.next });

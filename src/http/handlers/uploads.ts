@@ -26,15 +26,14 @@ export function uploadRoutes({ registry, bodyTimeoutMs }: HandlerDeps): Route[] 
   const session = (status: number, state: UploadState) => noContent(status, uploadLocation(state));
   const path = "/v2/:name+/blobs/uploads/:uploadId";
   return [
-    route("upload.start", "POST /v2/:name+/blobs/uploads{/}?", async ({ req, url }, p) => {
+    route("upload.start", "POST /v2/:name+/blobs/uploads{/}?", async ({ req, url, caller }, p) => {
       const name = parseName(p.name!);
       const mount = singleParam(url, "mount", "DIGEST_INVALID");
       if (mount !== undefined) {
         const digest = parseDigest(mount);
         const from = singleParam(url, "from", "NAME_INVALID");
-        if (
-          await registry.blobs.mount(name, digest, from === undefined ? undefined : parseName(from))
-        ) {
+        const source = from === undefined ? undefined : parseName(from);
+        if (await registry.blobs.mount(name, digest, source, (repo) => caller.can("pull", repo))) {
           await discardBody(req);
           return blobCreated(name, digest);
         }

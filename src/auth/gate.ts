@@ -1,0 +1,254 @@
+/**
+ * The gate: who sent a request (from its `Authorization` header, in the
+ * configured mode) and what that caller may do, as one object the pipeline
+ * asks. HTTP-free apart from the challenges it writes into its errors.
+ *
+ * | mode | credentials read | rights |
+ * | --- | --- | --- |
+ * | none | none (everyone is anonymous) | the policy for anonymous, or everything without one |
+ * | basic | Basic user:password against the htpasswd file | the policy for the user |
+ * | token | a Bearer JWT from Berth's `/token` or an external issuer | the token's `access` claim, within the policy |
+ *
+ * Failed logins are throttled per address and per user; a throttled caller
+ * gets 429 with `Retry-After` before any password is checked.
+ *
+ * @module
+ */
+import type { AuthMode } from "../config.ts";
+import { OciError } from "../oci/errors.ts";
+import { parseAuthorization } from "./credentials.ts";
+import { type Action, formatScope, type Scope } from "./scope.ts";
+
+/** The users file, as the gate needs it. */
+export interface UserStore {
+  verify(user: string, password: string): Promise<boolean>;
+  /** A short hash of the user's entry (changes with the password); null for no such user. */
+  fingerprint(user: string): string | null;
+}
+
+/** The policy, as the gate needs it. */
+export interface PolicySource {
+  allowed(user: string | null, repo: string): ReadonlySet<Action>;
+}
+
+/** Verifies access tokens (Berth's own or an external issuer's). */
+export interface TokenCheck {
+  /** The token's subject ("" for anonymous) and access; throws when it is not valid. */
+  verify(token: string): Promise<{ subject: string; access: Scope[] }>;
+}
+
+/** Failed-login throttling, as the gate needs it. */
+export interface Throttle {
+  check(address: string, user: string | null): number;
+  failed(address: string, user: string | null): void;
+  succeeded(address: string, user: string | null): void;
+}
+
+/** Who sent a request. */
+export interface Identity {
+  /** The user name; null for anonymous. */
+  user: string | null;
+  /** What a token grants (token mode); null without a token. */
+  access: readonly Scope[] | null;
+}
+
+/** What the request's caller may do; handlers pass `can` to the registry (mounts, catalog). */
+export interface Caller {
+  readonly user: string | null;
+  can(action: Action, repo: string): boolean;
+  /** Whether the catalog shows `repo` to the caller (a token's catalog scope aside, by policy). */
+  lists(repo: string): boolean;
+}
+
+/** Where a 401 should send the client: the request's host and scheme. */
+export interface ChallengeTarget {
+  host: string;
+  https: boolean;
+}
+
+/** What the gate is built from. */
+export interface GateOptions {
+  mode: AuthMode;
+  /** The users file (modes basic and token with Berth's own issuer). */
+  users: UserStore | null;
+  /** The policy; null means the default (authenticated: everything; anonymous: nothing). */
+  policy: PolicySource | null;
+  /** Verifies tokens (mode token). */
+  tokens: TokenCheck | null;
+  throttle: Throttle;
+  /** The token service (audience), and the Basic realm. */
+  service: string;
+  /** A configured token realm; "" means Berth's own `/token` on the request's host. */
+  realm: string;
+  /** Whether Berth issues the tokens it accepts (then the policy is current and decides 401 vs 403). */
+  ownIssuer: boolean;
+}
+
+const ANYONE: PolicySource = { allowed: () => new Set<Action>(["pull", "push", "delete"]) };
+const DEFAULT_POLICY: PolicySource = {
+  allowed: (user) => new Set<Action>(user === null ? [] : ["pull", "push", "delete"]),
+};
+
+function unauthorized(message: string, challenge: string): OciError {
+  return new OciError("UNAUTHORIZED", message, { headers: { "WWW-Authenticate": challenge } });
+}
+
+/** The gate of one configuration. */
+export class Gate {
+  readonly #options: GateOptions;
+  readonly #policy: PolicySource;
+
+  constructor(options: GateOptions) {
+    this.#options = options;
+    this.#policy = options.policy ?? (options.mode === "none" ? ANYONE : DEFAULT_POLICY);
+  }
+
+  get mode(): AuthMode {
+    return this.#options.mode;
+  }
+
+  /** The realm clients get tokens from. */
+  realm(target: ChallengeTarget): string {
+    return this.#options.realm || `${target.https ? "https" : "http"}://${target.host}/token`;
+  }
+
+  /** The `WWW-Authenticate` value naming `scope` (and `error` for a token that lacks it). */
+  challenge(target: ChallengeTarget, scope?: Scope, error?: "insufficient_scope"): string {
+    const { mode, service } = this.#options;
+    if (mode === "basic") return `Basic realm="${service}",charset="UTF-8"`;
+    let value = `Bearer realm="${this.realm(target)}",service="${service}"`;
+    if (scope) value += `,scope="${formatScope(scope)}"`;
+    if (error) value += `,error="${error}"`;
+    return value;
+  }
+
+  /**
+   * Checks a user name and password (throttled per address and user). Throws
+   * 429 while throttled and 401 (with `challenge`) when they are wrong.
+   */
+  async login(address: string, user: string, password: string, challenge: string): Promise<void> {
+    const { users, throttle } = this.#options;
+    const wait = throttle.check(address, user);
+    if (wait > 0) {
+      throw new OciError("TOOMANYREQUESTS", "Too many failed logins; try again later", {
+        headers: { "Retry-After": String(Math.ceil(wait)) },
+      });
+    }
+    if (users && await users.verify(user, password)) {
+      throttle.succeeded(address, user);
+      return;
+    }
+    throttle.failed(address, user);
+    throw unauthorized("Wrong user name or password", challenge);
+  }
+
+  /**
+   * Who sent `req`: anonymous without credentials; throws 401 (with the
+   * challenge) for credentials that are wrong, malformed or of the other
+   * mode's scheme, and 429 while the address or user is throttled.
+   */
+  async identify(req: Request, address: string, target: ChallengeTarget): Promise<Identity> {
+    const { mode, tokens, throttle } = this.#options;
+    if (mode === "none") return { user: null, access: null };
+    const credentials = parseAuthorization(req.headers.get("authorization"));
+    const challenge = this.challenge(target);
+    switch (credentials.scheme) {
+      case "none":
+        return { user: null, access: null };
+      case "basic":
+        if (mode !== "basic") break;
+        await this.login(address, credentials.user, credentials.password, challenge);
+        return { user: credentials.user, access: null };
+      case "bearer": {
+        if (mode !== "token" || !tokens) break;
+        const wait = throttle.check(address, null);
+        if (wait > 0) {
+          throw new OciError("TOOMANYREQUESTS", "Too many failed logins; try again later", {
+            headers: { "Retry-After": String(Math.ceil(wait)) },
+          });
+        }
+        try {
+          const { subject, access } = await tokens.verify(credentials.token);
+          return { user: subject === "" ? null : subject, access };
+        } catch {
+          throttle.failed(address, null);
+          throw unauthorized("Invalid or expired token", challenge);
+        }
+      }
+    }
+    throw unauthorized("Credentials this registry does not accept", challenge);
+  }
+
+  /** What the policy grants `user` on `repo` now. */
+  allowed(user: string | null, repo: string): ReadonlySet<Action> {
+    return this.#policy.allowed(user, repo);
+  }
+
+  /**
+   * The rights of `identity`: the policy's for the user, and with a token
+   * only what the token grants too. An external issuer's tokens without a
+   * policy file are bounded by the token alone; there a request without a
+   * token may do nothing.
+   */
+  caller(identity: Identity): Caller {
+    const { user, access } = identity;
+    const policy = this.#policy;
+    const tokenOnly = this.#options.mode === "token" && !this.#options.ownIssuer &&
+      this.#options.policy === null;
+    const byPolicy = (action: Action, repo: string) =>
+      tokenOnly ? access !== null : policy.allowed(user, repo).has(action);
+    return {
+      user,
+      can(action: Action, repo: string): boolean {
+        if (access !== null && !grants(access, repo).has(action)) return false;
+        return byPolicy(action, repo);
+      },
+      lists(repo: string): boolean {
+        return byPolicy("pull", repo);
+      },
+    };
+  }
+
+  /** The 401 for an anonymous caller: a challenge naming `scope` (none for the base endpoint). */
+  authenticationRequired(target: ChallengeTarget, scope?: Scope): OciError {
+    return unauthorized("Authentication required", this.challenge(target, scope));
+  }
+
+  /**
+   * The error for `identity` lacking `need` on the repository of `scope`: 401 with a challenge
+   * naming the scope when more credentials could help (anonymous, or a token
+   * that lacks what the policy would grant), else 403 `DENIED`.
+   */
+  refusal(identity: Identity, need: Action, scope: Scope, target: ChallengeTarget): OciError {
+    const { mode, ownIssuer } = this.#options;
+    if (identity.user === null && identity.access === null) {
+      return this.authenticationRequired(target, scope);
+    }
+    if (mode === "token") {
+      // Berth's own tokens: a new one helps only if the policy grants the action now.
+      const couldHave = !ownIssuer || this.allowed(identity.user, scope.name).has(need);
+      if (couldHave) {
+        return unauthorized(
+          "The token does not grant this",
+          this.challenge(target, scope, "insufficient_scope"),
+        );
+      }
+    }
+    return new OciError("DENIED", "Not allowed", {
+      detail: { repository: scope.name, actions: scope.actions },
+    });
+  }
+}
+
+/** The actions `access` grants on repository `name` (`*` is every action). */
+export function grants(access: readonly Scope[], name: string): Set<Action> {
+  const out = new Set<Action>();
+  for (const scope of access) {
+    if (scope.type !== "repository" || scope.name !== name) continue;
+    for (const action of scope.actions) {
+      if (action === "*") ["pull", "push", "delete"].forEach((a) => out.add(a as Action));
+      else if (action === "pull" || action === "push" || action === "delete") out.add(action);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,121 @@
+/**
+ * The authorization step: after the router has matched a route and before
+ * its handler runs, finds who is asking (the gate) and checks that they may
+ * do what the route does to the repository it names. One table,
+ * {@linkcode ROUTE_NEEDS}, says what every route needs; a route missing from
+ * it is refused (fail closed).
+ *
+ * Every decision that refuses, or grants something other than `pull`, is one
+ * `auth` log line: who, address, repository, action, result. Never a
+ * password, token or `Authorization` header.
+ *
+ * @module
+ */
+import { type Caller, type ChallengeTarget, Gate, type Identity } from "../auth/gate.ts";
+import { parseAuthorization } from "../auth/credentials.ts";
+import type { Action, Scope } from "../auth/scope.ts";
+import type { Logger } from "../log.ts";
+import { OciError } from "../oci/errors.ts";
+import { parseName } from "../oci/name.ts";
+import type { Step } from "./pipeline.ts";
+
+/** What a route needs: nothing, a signed-in caller, the catalog scope, or an action on its repository. */
+export type Need = "public" | "signed-in" | "catalog" | Action;
+
+/** What every route needs. */
+export const ROUTE_NEEDS: Readonly<Record<string, Need>> = {
+  healthz: "public",
+  readyz: "public",
+  token: "public",
+  base: "signed-in",
+  catalog: "catalog",
+  "tags.list": "pull",
+  "manifest.get": "pull",
+  "manifest.head": "pull",
+  "blob.get": "pull",
+  "blob.head": "pull",
+  referrers: "pull",
+  "upload.start": "push",
+  "upload.status": "push",
+  "upload.patch": "push",
+  "upload.finish": "push",
+  "upload.cancel": "push",
+  "manifest.put": "push",
+  "manifest.delete": "delete",
+  "blob.delete": "delete",
+};
+
+/** The caller of public routes: may do nothing. */
+const NOBODY: Caller = { user: null, can: () => false, lists: () => false };
+
+/** The scope a 401 names for `need` on `repo` (pushing clients ask for pull too, as Docker does). */
+function scopeOf(need: Action, repo: string): Scope {
+  return { type: "repository", name: repo, actions: need === "push" ? ["pull", "push"] : [need] };
+}
+
+const CATALOG: Scope = { type: "registry", name: "catalog", actions: ["*"] };
+
+/** The authorization step for `gate`. */
+export function authorize(gate: Gate, log: Logger, https: boolean): Step {
+  const audit = (
+    ctx: Parameters<Step>[0],
+    user: string | null,
+    repo: string | null,
+    action: string,
+    result: string,
+  ) =>
+    log.info("auth", {
+      id: ctx.id,
+      user,
+      remote: ctx.remoteAddr?.hostname ?? null,
+      repository: repo,
+      action,
+      result,
+    });
+  return async (ctx, next) => {
+    const route = ctx.route!;
+    const need = ROUTE_NEEDS[route.name];
+    if (need === undefined) throw new Error(`route ${route.name} has no authorization rule`);
+    if (need === "public") {
+      ctx.caller = NOBODY;
+      return await next();
+    }
+    const repo = route.params.name === undefined ? null : parseName(route.params.name);
+    const target: ChallengeTarget = { host: ctx.url!.host, https };
+    const address = ctx.remoteAddr?.hostname ?? "unknown";
+    let identity: Identity;
+    try {
+      identity = await gate.identify(ctx.req, address, target);
+    } catch (error) {
+      const claimed = parseAuthorization(ctx.req.headers.get("authorization"));
+      const result = error instanceof OciError && error.status === 429 ? "throttled" : "refused";
+      audit(ctx, claimed.scheme === "basic" ? claimed.user : null, repo, need, result);
+      throw error;
+    }
+    ctx.caller = gate.caller(identity);
+    const anonymous = identity.user === null && identity.access === null;
+    if (need === "signed-in" || need === "catalog") {
+      if (gate.mode !== "none" && anonymous) {
+        audit(ctx, null, null, need, "unauthenticated");
+        throw gate.authenticationRequired(target, need === "catalog" ? CATALOG : undefined);
+      }
+      const catalogInToken = identity.access === null ||
+        identity.access.some((s) => s.type === "registry" && s.name === "catalog");
+      if (need === "catalog" && !catalogInToken) {
+        audit(ctx, identity.user, null, need, "denied");
+        throw new OciError("UNAUTHORIZED", "The token does not grant the catalog", {
+          headers: {
+            "WWW-Authenticate": gate.challenge(target, CATALOG, "insufficient_scope"),
+          },
+        });
+      }
+      return await next();
+    }
+    if (!ctx.caller.can(need, repo!)) {
+      audit(ctx, identity.user, repo, need, anonymous ? "unauthenticated" : "denied");
+      throw gate.refusal(identity, need, scopeOf(need, repo!), target);
+    }
+    if (need !== "pull") audit(ctx, identity.user, repo, need, "granted");
+    return await next();
+  };
+}
