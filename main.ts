@@ -5,6 +5,7 @@
  * @module
  */
 import { createApp } from "./src/app.ts";
+import { openAuth } from "./src/auth/open.ts";
 import { ConfigError, helpText, parseCli } from "./src/config.ts";
 import { serveGuarded } from "./src/http/conn_guard.ts";
 import { Drain } from "./src/http/drain.ts";
@@ -37,8 +38,16 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
   );
   const { from, to, ms } = stores.schema;
   if (from !== to) log.info("schema migrated", { from, to, ms });
+  const auth = await startup("Cannot set up authentication", async () => {
+    try {
+      return await openAuth(config, log);
+    } catch (error) {
+      await stores.close();
+      throw error;
+    }
+  });
   const drain = new Drain();
-  const app = drain.wrap(createApp({ meta: stores.meta, blobs: stores.blobs, config, log }));
+  const app = drain.wrap(createApp({ meta: stores.meta, blobs: stores.blobs, config, log, auth }));
   const onListen = ({ hostname, port }: Deno.NetAddr) => {
     const host = hostname.includes(":") ? `[${hostname}]` : hostname;
     console.log(
@@ -112,6 +121,11 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
 }
 
 async function main(): Promise<number> {
+  // `berth user …` manages an htpasswd file; it has options of its own.
+  if (Deno.args[0] === "user") {
+    const { userCommand } = await import("./src/cli/user.ts");
+    return await userCommand(Deno.args.slice(1));
+  }
   let cli;
   try {
     cli = parseCli(Deno.args, Deno.env.toObject());

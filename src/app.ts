@@ -22,6 +22,7 @@ import { checkUrl, compose, handleErrors, logRequests, type Step } from "./http/
 import { findRoute, type Route } from "./http/router.ts";
 import type { RouteContext } from "./http/context.ts";
 import { Gate } from "./auth/gate.ts";
+import { tokenRoutes } from "./http/handlers/token.ts";
 import { Registry } from "./registry/registry.ts";
 
 export type { Deps } from "./http/deps.ts";
@@ -52,7 +53,17 @@ export function createApp(deps: Deps): App {
   const registry = new Registry({ meta: deps.meta, blobs: deps.blobs, config: deps.config });
   const handlerDeps = { registry, bodyTimeoutMs: deps.config.bodyTimeoutMs };
   // Upload routes come before blob routes: `/blobs/uploads/x` is not a digest.
+  const gate = deps.auth?.gate ?? new Gate(ANONYMOUS);
+  const issuer = deps.auth?.issuer ?? null;
   const routes: Route[] = [
+    ...(issuer === null ? [] : tokenRoutes({
+      gate,
+      issuer,
+      fingerprint: deps.auth!.fingerprint,
+      service: deps.config.tokenService,
+      bodyTimeoutMs: deps.config.bodyTimeoutMs,
+      audit: (entry) => deps.log.info("auth", { action: "token", ...entry }),
+    })),
     ...baseRoutes(handlerDeps),
     ...catalogRoutes(handlerDeps),
     ...tagRoutes(handlerDeps),
@@ -65,7 +76,6 @@ export function createApp(deps: Deps): App {
     findRoute(routes, ctx as RouteContext);
     return next();
   };
-  const gate = deps.gate ?? new Gate(ANONYMOUS);
   const handle = compose(
     [
       logRequests(deps.log),

@@ -460,6 +460,8 @@ export function helpText(): string {
     "  berth serve [options]     run the registry",
     "  berth fsck [--data DIR] [--kv KV] [--repair]",
     "                            check a stopped registry's data; --repair removes what cannot be served",
+    "  berth user add|remove|list NAME --htpasswd FILE",
+    "                            manage the users of an htpasswd file (berth user --help)",
     "",
     "Options (each also as an environment variable, or a key of the JSON file given by --config):",
   ];

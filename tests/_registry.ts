@@ -8,6 +8,7 @@
 import { createHash } from "node:crypto";
 import assert from "node:assert/strict";
 import { createApp } from "../src/app.ts";
+import { openAuth } from "../src/auth/open.ts";
 import { type Config, defaultConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
 import { KvMetadataStore } from "../src/meta/metadata_store.ts";
@@ -39,7 +40,10 @@ export async function startRegistry(overrides: Partial<Config> = {}): Promise<Te
   const kv = await Deno.openKv(":memory:");
   const meta = new KvMetadataStore(kv);
   const blobs = await FsBlobStore.open(dataDir);
-  const app = createApp({ meta, blobs, config, log: createLogger(config.logLevel) });
+  const log = createLogger(config.logLevel);
+  const secured = config.auth !== "none" || config.policy !== "";
+  const auth = secured ? await openAuth(config, log) : undefined;
+  const app = createApp({ meta, blobs, config, log, ...(auth ? { auth } : {}) });
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, app);
   const url = `http://127.0.0.1:${server.addr.port}`;
   return {

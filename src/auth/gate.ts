@@ -26,9 +26,14 @@ export interface UserStore {
   fingerprint(user: string): string | null;
 }
 
-/** The policy, as the gate needs it. */
-export interface PolicySource {
+/** A policy, as the gate needs it. */
+export interface PolicyRules {
   allowed(user: string | null, repo: string): ReadonlySet<Action>;
+}
+
+/** Where the policy comes from: a file whose edits apply without a restart. */
+export interface PolicySource {
+  current(): Promise<PolicyRules>;
 }
 
 /** Verifies access tokens (Berth's own or an external issuer's). */
@@ -84,10 +89,9 @@ export interface GateOptions {
   ownIssuer: boolean;
 }
 
-const ANYONE: PolicySource = { allowed: () => new Set<Action>(["pull", "push", "delete"]) };
-const DEFAULT_POLICY: PolicySource = {
-  allowed: (user) => new Set<Action>(user === null ? [] : ["pull", "push", "delete"]),
-};
+const ALL: readonly Action[] = ["pull", "push", "delete"];
+const ANYONE: PolicyRules = { allowed: () => new Set(ALL) };
+const DEFAULT_POLICY: PolicyRules = { allowed: (user) => new Set(user === null ? [] : ALL) };
 
 function unauthorized(message: string, challenge: string): OciError {
   return new OciError("UNAUTHORIZED", message, { headers: { "WWW-Authenticate": challenge } });
@@ -96,11 +100,16 @@ function unauthorized(message: string, challenge: string): OciError {
 /** The gate of one configuration. */
 export class Gate {
   readonly #options: GateOptions;
-  readonly #policy: PolicySource;
+  readonly #fallback: PolicyRules;
 
   constructor(options: GateOptions) {
     this.#options = options;
-    this.#policy = options.policy ?? (options.mode === "none" ? ANYONE : DEFAULT_POLICY);
+    this.#fallback = options.mode === "none" ? ANYONE : DEFAULT_POLICY;
+  }
+
+  /** The policy now (a file's edits apply without a restart). */
+  async #policy(): Promise<PolicyRules> {
+    return this.#options.policy ? await this.#options.policy.current() : this.#fallback;
   }
 
   get mode(): AuthMode {
@@ -180,8 +189,8 @@ export class Gate {
   }
 
   /** What the policy grants `user` on `repo` now. */
-  allowed(user: string | null, repo: string): ReadonlySet<Action> {
-    return this.#policy.allowed(user, repo);
+  async allowed(user: string | null, repo: string): Promise<ReadonlySet<Action>> {
+    return (await this.#policy()).allowed(user, repo);
   }
 
   /**
@@ -190,9 +199,9 @@ export class Gate {
    * policy file are bounded by the token alone; there a request without a
    * token may do nothing.
    */
-  caller(identity: Identity): Caller {
+  async caller(identity: Identity): Promise<Caller> {
     const { user, access } = identity;
-    const policy = this.#policy;
+    const policy = await this.#policy();
     const tokenOnly = this.#options.mode === "token" && !this.#options.ownIssuer &&
       this.#options.policy === null;
     const byPolicy = (action: Action, repo: string) =>
@@ -219,14 +228,18 @@ export class Gate {
    * naming the scope when more credentials could help (anonymous, or a token
    * that lacks what the policy would grant), else 403 `DENIED`.
    */
-  refusal(identity: Identity, need: Action, scope: Scope, target: ChallengeTarget): OciError {
+  async refusal(
+    identity: Identity,
+    need: Action,
+    scope: Scope,
+    target: ChallengeTarget,
+  ): Promise<OciError> {
     const { mode, ownIssuer } = this.#options;
-    if (identity.user === null && identity.access === null) {
-      return this.authenticationRequired(target, scope);
-    }
+    // Anonymous, with or without an (anonymous) token: signing in may help.
+    if (identity.user === null) return this.authenticationRequired(target, scope);
     if (mode === "token") {
       // Berth's own tokens: a new one helps only if the policy grants the action now.
-      const couldHave = !ownIssuer || this.allowed(identity.user, scope.name).has(need);
+      const couldHave = !ownIssuer || (await this.allowed(identity.user, scope.name)).has(need);
       if (couldHave) {
         return unauthorized(
           "The token does not grant this",

@@ -92,7 +92,7 @@ export function authorize(gate: Gate, log: Logger, https: boolean): Step {
       audit(ctx, claimed.scheme === "basic" ? claimed.user : null, repo, need, result);
       throw error;
     }
-    ctx.caller = gate.caller(identity);
+    ctx.caller = await gate.caller(identity);
     const anonymous = identity.user === null && identity.access === null;
     if (need === "signed-in" || need === "catalog") {
       if (gate.mode !== "none" && anonymous) {
@@ -113,7 +113,7 @@ export function authorize(gate: Gate, log: Logger, https: boolean): Step {
     }
     if (!ctx.caller.can(need, repo!)) {
       audit(ctx, identity.user, repo, need, anonymous ? "unauthenticated" : "denied");
-      throw gate.refusal(identity, need, scopeOf(need, repo!), target);
+      throw await gate.refusal(identity, need, scopeOf(need, repo!), target);
     }
     if (need !== "pull") audit(ctx, identity.user, repo, need, "granted");
     return await next();

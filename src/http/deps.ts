@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Gate } from "../auth/gate.ts";
+import type { Auth } from "../auth/open.ts";
 import type { Config } from "../config.ts";
 import type { Logger } from "../log.ts";
 import type { MetadataStore } from "../meta/metadata_store.ts";
@@ -14,7 +14,7 @@ import type { Registry } from "../registry/registry.ts";
 import type { Storage } from "../storage/blob_store.ts";
 
 /** Settings the app reads. */
-export type AppConfig = RegistryConfig & Pick<Config, "tlsCert">;
+export type AppConfig = RegistryConfig & Pick<Config, "tlsCert" | "tokenService">;
 
 /** Dependencies of the app. */
 export interface Deps {
@@ -23,7 +23,7 @@ export interface Deps {
   config: AppConfig;
   log: Logger;
   /** Who may do what; absent means mode none without a policy (everyone everything). */
-  gate?: Gate;
+  auth?: Auth;
 }
 
 /** What route handlers get. */

@@ -134,7 +134,7 @@ export function fileStream(
   });
 }
 
-/** Reads a whole body into memory, throwing {@linkcode TooLargeError} past `limit` bytes (manifests only). */
+/** Reads a whole body into memory, throwing {@linkcode TooLargeError} past `limit` bytes (manifests, forms). */
 export async function readLimited(
   body: ReadableStream<Uint8Array> | null,
   limit: number,
