@@ -401,12 +401,12 @@ export class TokenVerifier {
 
   /** Verifies `token` as {@linkcode verifyAccessToken} does. */
   async verify(token: string): Promise<VerifiedAccess> {
-    const source = this.#options.keys;
-    const keys = "current" in source ? await source.current() : source;
-    const now = (this.#options.clock ?? Date.now)();
     if (token.length > MAX_TOKEN_BYTES) {
       throw new TokenError("too_large", "Token larger than 8 KiB");
     }
+    const source = this.#options.keys;
+    const keys = "current" in source ? await source.current() : source;
+    const now = (this.#options.clock ?? Date.now)();
     // The map is keyed by a hash: timing reveals nothing usable about unknown tokens.
     const id = createHash("sha256").update(token).digest("base64url");
     const hit = this.#cache.get(id);
