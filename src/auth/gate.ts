@@ -18,6 +18,7 @@ import type { AuthMode } from "../config.ts";
 import { OciError } from "../oci/errors.ts";
 import { parseAuthorization } from "./credentials.ts";
 import { type Action, formatScope, type Scope } from "./scope.ts";
+import { type Access, grants } from "./tokens.ts";
 
 /** The users file, as the gate needs it. */
 export interface UserStore {
@@ -39,7 +40,7 @@ export interface PolicySource {
 /** Verifies access tokens (Berth's own or an external issuer's). */
 export interface TokenCheck {
   /** The token's subject ("" for anonymous) and access; throws when it is not valid. */
-  verify(token: string): Promise<{ subject: string; access: Scope[] }>;
+  verify(token: string): Promise<{ subject: string; access: Access }>;
 }
 
 /** Failed-login throttling, as the gate needs it. */
@@ -54,7 +55,7 @@ export interface Identity {
   /** The user name; null for anonymous. */
   user: string | null;
   /** What a token grants (token mode); null without a token. */
-  access: readonly Scope[] | null;
+  access: Access | null;
 }
 
 /** What the request's caller may do; handlers pass `can` to the registry (mounts, catalog). */
@@ -209,7 +210,7 @@ export class Gate {
     return {
       user,
       can(action: Action, repo: string): boolean {
-        if (access !== null && !grants(access, repo).has(action)) return false;
+        if (access !== null && !grants(access, "repository", repo).has(action)) return false;
         return byPolicy(action, repo);
       },
       lists(repo: string): boolean {
@@ -251,17 +252,4 @@ export class Gate {
       detail: { repository: scope.name, actions: scope.actions },
     });
   }
-}
-
-/** The actions `access` grants on repository `name` (`*` is every action). */
-export function grants(access: readonly Scope[], name: string): Set<Action> {
-  const out = new Set<Action>();
-  for (const scope of access) {
-    if (scope.type !== "repository" || scope.name !== name) continue;
-    for (const action of scope.actions) {
-      if (action === "*") ["pull", "push", "delete"].forEach((a) => out.add(a as Action));
-      else if (action === "pull" || action === "push" || action === "delete") out.add(action);
-    }
-  }
-  return out;
 }

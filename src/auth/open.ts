@@ -15,6 +15,7 @@ import type { Scope } from "./scope.ts";
 import { LoginThrottle } from "./throttle.ts";
 import { loadSigningKey, loadVerifyKeys, verifyKeyFor } from "./token_keys.ts";
 import {
+  type Access,
   issueAccessToken,
   issueRefreshToken,
   TokenVerifier,
@@ -67,7 +68,7 @@ export async function openAuth(config: Config, log: Logger): Promise<Auth> {
           issueAccessToken(key, {
             ...common,
             subject,
-            access: access as Parameters<typeof issueAccessToken>[1]["access"],
+            access: access as Access,
             ttlMs: config.tokenTtlMs,
           }),
         issueRefresh: (subject: string, fingerprint: string) =>

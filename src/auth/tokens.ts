@@ -13,6 +13,7 @@
  */
 import { base64url, compactVerify, errors, SignJWT } from "jose";
 import { createHash, timingSafeEqual } from "node:crypto";
+import { type Action, ACTIONS } from "./scope.ts";
 import {
   type SigningKey,
   VERIFY_ALGS,
@@ -21,8 +22,6 @@ import {
   type VerifyKeySource,
 } from "./token_keys.ts";
 
-/** What a token grants on a repository. */
-export type Action = "pull" | "push" | "delete";
 /** An action of the `access` claim; `*` means every action. */
 export type AccessAction = Action | "*";
 /** Docker's `access` claim. */
@@ -97,7 +96,6 @@ const MAX_NAME_LENGTH = 256;
 const MAX_ACTIONS = 16;
 const MAX_SUBJECT_LENGTH = 256;
 const MAX_FINGERPRINT_LENGTH = 512;
-const ACTIONS: readonly Action[] = ["pull", "push", "delete"];
 const ACCESS_ACTIONS: readonly string[] = [...ACTIONS, "*"];
 const PART_REGEXP = /^[A-Za-z0-9_-]*$/;
 

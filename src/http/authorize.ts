@@ -14,6 +14,7 @@
 import { type Caller, type ChallengeTarget, Gate, type Identity } from "../auth/gate.ts";
 import { parseAuthorization } from "../auth/credentials.ts";
 import type { Action, Scope } from "../auth/scope.ts";
+import { grants } from "../auth/tokens.ts";
 import type { Logger } from "../log.ts";
 import { OciError } from "../oci/errors.ts";
 import { parseName } from "../oci/name.ts";
@@ -100,7 +101,7 @@ export function authorize(gate: Gate, log: Logger, https: boolean): Step {
         throw gate.authenticationRequired(target, need === "catalog" ? CATALOG : undefined);
       }
       const catalogInToken = identity.access === null ||
-        identity.access.some((s) => s.type === "registry" && s.name === "catalog");
+        grants(identity.access, "registry", "catalog").has("*");
       if (need === "catalog" && !catalogInToken) {
         audit(ctx, identity.user, null, need, "denied");
         throw new OciError("UNAUTHORIZED", "The token does not grant the catalog", {

@@ -99,7 +99,11 @@ export function tokenRoutes(deps: TokenDeps): Route[] {
         });
       }
     }
-    const issued = await issuer.issue(user ?? "", access);
+    const issued = await issuer.issue(user ?? "", access).catch((error) => {
+      // Scopes whose token would pass the 8 KiB bound.
+      if (error instanceof RangeError) throw bad("Too many or too long scopes for one token");
+      throw error;
+    });
     const body: Record<string, unknown> = {
       token: issued.token,
       access_token: issued.token,
