@@ -191,8 +191,14 @@ export class Htpasswd {
   /**
    * A short hash of `user`'s current entry, or null for an unknown user: it
    * changes when the password does, so tokens can carry it and be revoked.
+   * It is that of the version last read: `await refresh()` before it to see
+   * an edit made within the last second.
    */
   fingerprint(user: string): string | null {
+    // Also start a look at the file (it never rejects), so that even callers that
+    // never verify a password (refresh tokens) see an edit by their next call;
+    // `await refresh()` first to see it now.
+    void this.#file.current();
     const hash = this.#file.value.get(user);
     return hash === undefined ? null : sha256([user, hash]).slice(0, 16);
   }

@@ -217,6 +217,20 @@ Deno.test("Htpasswd.fingerprint() changes when the password does", async () => {
   assert.equal(t.users.fingerprintMatches("carol", alice!), false);
 });
 
+Deno.test("Htpasswd.fingerprint() sees an edit by the next call without a verify or refresh", async () => {
+  await using t = await htpasswdFile(`alice:${ALICE}\n`);
+  const before = t.users.fingerprint("alice");
+  await Deno.writeTextFile(t.path, `alice:${hashSync("changed", FAST)}\n`);
+  t.tick(1000);
+  assert.equal(t.users.fingerprint("alice"), before, "the first call starts the look");
+  // The look reads the file in the background; no clock tick is needed for it to land.
+  const deadline = Date.now() + 2000;
+  while (t.users.fingerprint("alice") === before && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  assert.notEqual(t.users.fingerprint("alice"), before);
+});
+
 Deno.test("constantTimeEqual() compares strings of any length", () => {
   assert.equal(constantTimeEqual("abc", "abc"), true);
   assert.equal(constantTimeEqual("abc", "abd"), false);
