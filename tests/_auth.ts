@@ -17,7 +17,9 @@ export async function writeUsers(path: string, users: Record<string, string>): P
 export type Who = null | { user: string; password: string } | { authorization: string };
 
 /** The parameters of a `WWW-Authenticate` challenge. */
-export function parseChallenge(value: string | null): { scheme: string; params: Record<string, string> } | null {
+export function parseChallenge(
+  value: string | null,
+): { scheme: string; params: Record<string, string> } | null {
   if (value === null) return null;
   const match = /^(\w+) (.*)$/.exec(value);
   if (!match) return null;

@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { exportSPKI, generateKeyPair, SignJWT } from "jose";
 import type { Config } from "../src/config.ts";
-import { AuthClient, parseChallenge, writeUsers, type Who } from "./_auth.ts";
+import { AuthClient, parseChallenge, type Who, writeUsers } from "./_auth.ts";
 import { imageManifest, sha256, startRegistry, type TestRegistry } from "./_registry.ts";
 
 const POLICY = {
@@ -20,6 +20,8 @@ const POLICY = {
     { repository: "**", who: ["root"], allow: ["pull", "push", "delete"] },
     { repository: "team-a/**", who: ["group:team-a"], allow: ["pull", "push", "delete"] },
     { repository: "public/*", who: ["anonymous"], allow: ["pull"] },
+    // Repository specificity comes first: root needs a rule as specific as anonymous's.
+    { repository: "public/*", who: ["root"], allow: ["pull", "push", "delete"] },
     { repository: "team-a/secret", who: ["alice"], allow: [] },
   ],
 };
@@ -117,7 +119,9 @@ async function setup(mode: Mode): Promise<Setup> {
 }
 
 /** Seeds every repository (as root): an image tagged v1, and one spare blob per later delete. */
-async function seed(root: AuthClient): Promise<Record<string, { digest: string; layer: string; body: string }>> {
+async function seed(
+  root: AuthClient,
+): Promise<Record<string, { digest: string; layer: string; body: string }>> {
   const out: Record<string, { digest: string; layer: string; body: string }> = {};
   for (const repo of REPOS) {
     const config = JSON.stringify({ repo });
@@ -158,17 +162,51 @@ function probes(fixture: Awaited<ReturnType<typeof seed>>, root: AuthClient): Pr
     client.fetch(path, { method });
   return [
     { family: "tags", action: "pull", ok: 200, send: (c, r) => get(`/v2/${r}/tags/list`)(c) },
-    { family: "manifest GET", action: "pull", ok: 200, send: (c, r) => get(`/v2/${r}/manifests/v1`)(c) },
-    { family: "manifest HEAD", action: "pull", ok: 200, send: (c, r) => get(`/v2/${r}/manifests/v1`, "HEAD")(c) },
-    { family: "blob GET", action: "pull", ok: 200, send: (c, r) => get(`/v2/${r}/blobs/${fixture[r]!.layer}`)(c) },
-    { family: "blob HEAD", action: "pull", ok: 200, send: (c, r) => get(`/v2/${r}/blobs/${fixture[r]!.layer}`, "HEAD")(c) },
-    { family: "referrers", action: "pull", ok: 200, send: (c, r) => get(`/v2/${r}/referrers/${fixture[r]!.digest}`)(c) },
-    { family: "upload POST", action: "push", ok: 202, send: (c, r) => c.fetch(`/v2/${r}/blobs/uploads/`, { method: "POST" }) },
+    {
+      family: "manifest GET",
+      action: "pull",
+      ok: 200,
+      send: (c, r) => get(`/v2/${r}/manifests/v1`)(c),
+    },
+    {
+      family: "manifest HEAD",
+      action: "pull",
+      ok: 200,
+      send: (c, r) => get(`/v2/${r}/manifests/v1`, "HEAD")(c),
+    },
+    {
+      family: "blob GET",
+      action: "pull",
+      ok: 200,
+      send: (c, r) => get(`/v2/${r}/blobs/${fixture[r]!.layer}`)(c),
+    },
+    {
+      family: "blob HEAD",
+      action: "pull",
+      ok: 200,
+      send: (c, r) => get(`/v2/${r}/blobs/${fixture[r]!.layer}`, "HEAD")(c),
+    },
+    {
+      family: "referrers",
+      action: "pull",
+      ok: 200,
+      send: (c, r) => get(`/v2/${r}/referrers/${fixture[r]!.digest}`)(c),
+    },
+    {
+      family: "upload POST",
+      action: "push",
+      ok: 202,
+      send: (c, r) => c.fetch(`/v2/${r}/blobs/uploads/`, { method: "POST" }),
+    },
     {
       family: "monolithic POST",
       action: "push",
       ok: 201,
-      send: (c, r, who) => c.fetch(`/v2/${r}/blobs/uploads/?digest=${sha256(`${who} was here`)}`, { method: "POST", body: `${who} was here` }),
+      send: (c, r, who) =>
+        c.fetch(`/v2/${r}/blobs/uploads/?digest=${sha256(`${who} was here`)}`, {
+          method: "POST",
+          body: `${who} was here`,
+        }),
     },
     {
       family: "upload PATCH/PUT/GET/DELETE",
@@ -204,7 +242,10 @@ function probes(fixture: Awaited<ReturnType<typeof seed>>, root: AuthClient): Pr
       ok: 202,
       async send(c, r, who) {
         const bytes = `spare for ${who}`;
-        const put = await root.fetch(`/v2/${r}/blobs/uploads/?digest=${sha256(bytes)}`, { method: "POST", body: bytes });
+        const put = await root.fetch(`/v2/${r}/blobs/uploads/?digest=${sha256(bytes)}`, {
+          method: "POST",
+          body: bytes,
+        });
         await put.body?.cancel();
         return await c.fetch(`/v2/${r}/blobs/${sha256(bytes)}`, { method: "DELETE" });
       },
@@ -215,7 +256,10 @@ function probes(fixture: Awaited<ReturnType<typeof seed>>, root: AuthClient): Pr
       ok: 202,
       async send(c, r, who) {
         const config = `{"spare":"${who}"}`;
-        const put = await root.fetch(`/v2/${r}/blobs/uploads/?digest=${sha256(config)}`, { method: "POST", body: config });
+        const put = await root.fetch(`/v2/${r}/blobs/uploads/?digest=${sha256(config)}`, {
+          method: "POST",
+          body: config,
+        });
         await put.body?.cancel();
         const body = imageManifest({ digest: sha256(config), size: config.length }, []);
         const res = await root.fetch(`/v2/${r}/manifests/spare-${who}`, {
@@ -335,7 +379,12 @@ Deno.test("the catalog lists only the repositories the caller may pull", async (
       return res.status === 200 ? (await res.json()).repositories : res.status;
     };
     assert.deepEqual(await list(CALLERS.alice!), ["other/x", "public/base", "team-a/app"]);
-    assert.deepEqual(await list(CALLERS.bob!), ["other/x", "public/base", "team-a/app", "team-a/secret"]);
+    assert.deepEqual(await list(CALLERS.bob!), [
+      "other/x",
+      "public/base",
+      "team-a/app",
+      "team-a/secret",
+    ]);
     assert.equal(await list(null), 401);
     // Paging over hidden names still ends, each page holding only visible ones.
     const page = await new AuthClient(reg.url, CALLERS.alice!).fetch("/v2/_catalog?n=1");

@@ -154,14 +154,19 @@ export class Gate {
 
   /**
    * Who sent `req`: anonymous without credentials; throws 401 (with the
-   * challenge) for credentials that are wrong, malformed or of the other
+   * challenge naming `scope`, what the request needs) for credentials that are wrong, malformed or of the other
    * mode's scheme, and 429 while the address or user is throttled.
    */
-  async identify(req: Request, address: string, target: ChallengeTarget): Promise<Identity> {
+  async identify(
+    req: Request,
+    address: string,
+    target: ChallengeTarget,
+    scope?: Scope,
+  ): Promise<Identity> {
     const { mode, tokens, throttle } = this.#options;
     if (mode === "none") return { user: null, access: null };
     const credentials = parseAuthorization(req.headers.get("authorization"));
-    const challenge = this.challenge(target);
+    const challenge = this.challenge(target, scope);
     switch (credentials.scheme) {
       case "none":
         return { user: null, access: null };

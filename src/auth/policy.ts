@@ -30,12 +30,7 @@
  * @module
  */
 import { AuthFileError, WatchedFile } from "./file_watch.ts";
-
-/** What a caller may do to a repository. */
-export type Action = "pull" | "push" | "delete";
-
-/** Every action. */
-export const ACTIONS: readonly Action[] = ["pull", "push", "delete"];
+import { type Action, ACTIONS } from "./scope.ts";
 
 const GLOB_REGEXP = /^[a-z0-9._\-*]+(\/[a-z0-9._\-*]+)*$/;
 const SUBJECT_RANK = { user: 3, group: 2, authenticated: 1, anonymous: 0 } as const;

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { AuthFileError } from "./file_watch.ts";
-import { type Action, parsePolicy, Policy, PolicyFile } from "./policy.ts";
+import { parsePolicy, Policy, PolicyFile } from "./policy.ts";
+import type { Action } from "./scope.ts";
 
 const EXAMPLE = {
   groups: { "team-a": ["alice", "bob"], ops: ["olga"] },

@@ -12,7 +12,7 @@
  * @module
  */
 import { base64url, compactVerify, errors, SignJWT } from "jose";
-import { createHash, timingSafeEqual } from "node:crypto";
+import { createHash } from "node:crypto";
 import { type Action, ACTIONS } from "./scope.ts";
 import {
   type SigningKey,
@@ -114,13 +114,6 @@ export function grants(
     }
   }
   return granted;
-}
-
-/** Compares two strings in time that depends only on their lengths. */
-export function constantTimeEqual(a: string, b: string): boolean {
-  const x = new TextEncoder().encode(a);
-  const y = new TextEncoder().encode(b);
-  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 /** Checks and copies an `access` claim; returns null if it has not the expected shape. */

@@ -10,7 +10,6 @@ import {
 } from "./token_keys.ts";
 import {
   type Access,
-  constantTimeEqual,
   grants,
   issueAccessToken,
   issueRefreshToken,
@@ -371,12 +370,6 @@ Deno.test("grants() collects actions for one name and expands *", () => {
   assert.deepEqual([...grants(list, "repository", "c")], []);
   assert.deepEqual([...grants(list, "repository", "catalog")], []);
   assert.ok(grants(list, "registry", "catalog").has("*"));
-});
-
-Deno.test("constantTimeEqual() compares strings", () => {
-  assert.ok(constantTimeEqual("abc", "abc"));
-  assert.ok(!constantTimeEqual("abc", "abd"));
-  assert.ok(!constantTimeEqual("abc", "abcd"));
 });
 
 /** Counts signature checks made through WebCrypto while `body` runs. */

@@ -84,9 +84,14 @@ export function authorize(gate: Gate, log: Logger, https: boolean): Step {
     const repo = route.params.name === undefined ? null : parseName(route.params.name);
     const target: ChallengeTarget = { host: ctx.url!.host, https };
     const address = ctx.remoteAddr?.hostname ?? "unknown";
+    const scope = need === "catalog"
+      ? CATALOG
+      : need === "signed-in"
+      ? undefined
+      : scopeOf(need, repo!);
     let identity: Identity;
     try {
-      identity = await gate.identify(ctx.req, address, target);
+      identity = await gate.identify(ctx.req, address, target, scope);
     } catch (error) {
       const claimed = parseAuthorization(ctx.req.headers.get("authorization"));
       const result = error instanceof OciError && error.status === 429 ? "throttled" : "refused";
@@ -98,7 +103,7 @@ export function authorize(gate: Gate, log: Logger, https: boolean): Step {
     if (need === "signed-in" || need === "catalog") {
       if (gate.mode !== "none" && anonymous) {
         audit(ctx, null, null, need, "unauthenticated");
-        throw gate.authenticationRequired(target, need === "catalog" ? CATALOG : undefined);
+        throw gate.authenticationRequired(target, scope);
       }
       const catalogInToken = identity.access === null ||
         grants(identity.access, "registry", "catalog").has("*");
@@ -114,7 +119,7 @@ export function authorize(gate: Gate, log: Logger, https: boolean): Step {
     }
     if (!ctx.caller.can(need, repo!)) {
       audit(ctx, identity.user, repo, need, anonymous ? "unauthenticated" : "denied");
-      throw await gate.refusal(identity, need, scopeOf(need, repo!), target);
+      throw await gate.refusal(identity, need, scope!, target);
     }
     if (need !== "pull") audit(ctx, identity.user, repo, need, "granted");
     return await next();
