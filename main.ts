@@ -8,6 +8,7 @@ import { createApp } from "./src/app.ts";
 import { ConfigError, helpText, parseCli } from "./src/config.ts";
 import { serveGuarded } from "./src/http/conn_guard.ts";
 import { Drain } from "./src/http/drain.ts";
+import { loadTls } from "./src/http/tls.ts";
 import { createLogger } from "./src/log.ts";
 import { kvLocation, openStores } from "./src/open.ts";
 import { blobsLocation } from "./src/storage/open.ts";
@@ -28,6 +29,9 @@ async function startup<T>(what: string, fn: () => Promise<T>): Promise<T> {
 }
 
 async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<void> {
+  const tls = config.tlsCert === ""
+    ? undefined
+    : await startup("Cannot serve HTTPS", () => loadTls(config.tlsCert, config.tlsKey));
   const log = createLogger(config.logLevel);
   const stores = await startup(
     `Cannot open the data directory "${config.data}", KV "${kvLocation(config)}" or blobs "${
@@ -42,7 +46,7 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
   const onListen = ({ hostname, port }: Deno.NetAddr) => {
     const host = hostname.includes(":") ? `[${hostname}]` : hostname;
     console.log(
-      `Berth listening on http://${host}:${port}/ (data ${config.data}, kv ${
+      `Berth listening on ${tls ? "https" : "http"}://${host}:${port}/ (data ${config.data}, kv ${
         kvLocation(config)
       }, blobs ${stores.blobs.location})`,
     );
@@ -60,10 +64,11 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
           port,
           idleTimeoutMs,
           maxConnections,
+          tls,
           onListen,
           onError: (event, fields) => log.warn(event, fields),
         }, app)
-        : Deno.serve({ hostname, port, onListen }, app);
+        : Deno.serve({ hostname, port, ...tls, onListen }, app);
     } catch (error) {
       await stores.close();
       throw error;
