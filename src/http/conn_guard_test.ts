@@ -397,7 +397,10 @@ Deno.test("serveGuarded() closes an HTTP/2 connection that only pings, not one w
         await h2Get(session, "/"),
         String((session.socket as { localPort?: number }).localPort),
       );
-      const pinger = setInterval(() => session.ping(() => {}), 50);
+      const pinger = setInterval(() => {
+        if (!session.destroyed) session.ping(() => {});
+      }, 50);
+      closed.then(() => clearInterval(pinger));
       const timer = setTimeout(() => session.destroy(), 5000);
       await closed;
       clearInterval(pinger);
