@@ -9,6 +9,7 @@ import { openAuth } from "./src/auth/open.ts";
 import { ConfigError, helpText, parseCli } from "./src/config.ts";
 import { serveGuarded } from "./src/http/conn_guard.ts";
 import { Drain } from "./src/http/drain.ts";
+import { loadTls } from "./src/http/tls.ts";
 import { createLogger } from "./src/log.ts";
 import { kvLocation, openStores } from "./src/open.ts";
 import { blobsLocation } from "./src/storage/open.ts";
@@ -29,6 +30,9 @@ async function startup<T>(what: string, fn: () => Promise<T>): Promise<T> {
 }
 
 async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<void> {
+  const tls = config.tlsCert === ""
+    ? undefined
+    : await startup("Cannot serve HTTPS", () => loadTls(config.tlsCert, config.tlsKey));
   const log = createLogger(config.logLevel);
   const stores = await startup(
     `Cannot open the data directory "${config.data}", KV "${kvLocation(config)}" or blobs "${
@@ -51,7 +55,7 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
   const onListen = ({ hostname, port }: Deno.NetAddr) => {
     const host = hostname.includes(":") ? `[${hostname}]` : hostname;
     console.log(
-      `Berth listening on http://${host}:${port}/ (data ${config.data}, kv ${
+      `Berth listening on ${tls ? "https" : "http"}://${host}:${port}/ (data ${config.data}, kv ${
         kvLocation(config)
       }, blobs ${stores.blobs.location})`,
     );
@@ -69,10 +73,11 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
           port,
           idleTimeoutMs,
           maxConnections,
+          tls,
           onListen,
           onError: (event, fields) => log.warn(event, fields),
         }, app)
-        : Deno.serve({ hostname, port, onListen }, app);
+        : Deno.serve({ hostname, port, ...tls, onListen }, app);
     } catch (error) {
       await stores.close();
       throw error;

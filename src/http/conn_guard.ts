@@ -32,6 +32,30 @@
  * EMFILE included, and rejects `finished`), the guard reports it, starts
  * another one, and answers 503 until it is up.
  *
+ * With TLS the internal server is `Deno.serve` with the certificate (it offers
+ * `h2` and `http/1.1` through ALPN and serves `https:` URLs) and the guard
+ * relays the encrypted bytes. It does not terminate TLS itself because
+ * Deno 2.9.6 cannot abort a server handshake: closing a `Deno.TlsConn` whose
+ * client never finishes it leaves the socket open as long as the client
+ * likes, one descriptor each. Owning the plain TCP connection, the guard closes
+ * a handshake that stalls like any idle or slow connection (the internal
+ * server then sees its end close). A connection over the cap is relayed too,
+ * and the internal server answers its requests 503 without calling the handler
+ * (in HTTP/2 if the client chose it); it is closed once the answer is out.
+ * When there is no internal server or no descriptor for the relay, a TLS
+ * client only sees its connection close.
+ *
+ * What counts as traffic for the idle and slowloris bookkeeping: every byte of
+ * HTTP/1 and of TLS (the guard cannot see inside); of cleartext HTTP/2 (prior
+ * knowledge, known by its preface), the frames of requests and responses
+ * (HEADERS, CONTINUATION, DATA, RST_STREAM, PUSH_PROMISE), not the preface nor
+ * the frames that keep the connection itself going (SETTINGS, PING,
+ * WINDOW_UPDATE, PRIORITY, GOAWAY). Over TLS an HTTP/2 client that keeps
+ * pinging is therefore not idle (as one repeating a request would not be);
+ * headers that trickle in are still caught, as nothing else may be sent in the
+ * middle of a header block. A request is in flight from the moment its handler
+ * is called, whichever stream of a multiplexed connection it comes on.
+ *
  * The relay costs some throughput (see the README's benchmarks); `--idle-timeout 0`
  * serves directly instead.
  *
@@ -62,7 +86,7 @@ export interface GuardSystem {
   listen(options: { hostname: string; port: number }): Deno.TcpListener;
   connect(options: { hostname: string; port: number }): Promise<Deno.TcpConn>;
   serve(
-    options: { hostname: string; port: number; onListen(): void },
+    options: { hostname: string; port: number; onListen(): void; cert?: string; key?: string },
     handler: (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Promise<Response>,
   ): Deno.HttpServer<Deno.NetAddr>;
 }
@@ -73,6 +97,8 @@ export interface GuardOptions {
   port: number;
   idleTimeoutMs: number;
   maxConnections: number;
+  /** Serve HTTPS with this certificate chain and key (PEM), HTTP/2 offered through ALPN. */
+  tls?: { cert: string; key: string } | undefined;
   onListen?: (addr: Deno.NetAddr) => void;
   /** Told what went wrong and what the guard does about it (at most once a second per event). */
   onError?: (event: string, fields: Record<string, unknown>) => void;
@@ -114,6 +140,14 @@ interface Connection {
    * trickle in for longer than the idle timeout are slowloris.
    */
   waitingSince: number;
+  /** Whether the client speaks HTTP/2; null until its first bytes tell. */
+  h2: boolean | null;
+  /** How much of the HTTP/2 preface the client has sent so far. */
+  prefaceMatched: number;
+  upFrames: FrameScanner;
+  downFrames: FrameScanner;
+  /** Over the cap: its requests get 503 and it is closed once quiet. */
+  refused: boolean;
   closed: boolean;
 }
 
@@ -138,10 +172,21 @@ const RELAY_BUFFER_BYTES = 256 * 1024;
 const SPARE_BUFFERS = 64;
 const spareBuffers: Uint8Array[] = [];
 
+/** A refused TLS connection (its handshake included) is cut off after this long. */
+const TLS_REFUSAL_MS = 5000;
+/** ...and closed once quiet this long (its answer is out). */
+const TLS_REFUSAL_QUIET_MS = 200;
+/**
+ * Refusals relayed at once over TLS: each holds three descriptors (front, back,
+ * the internal server's end) of the reserve.
+ */
+const MAX_TLS_REFUSING = 8;
+
 const DENO_SYSTEM: GuardSystem = {
   listen: (options) => Deno.listen(options),
   connect: (options) => Deno.connect(options),
-  serve: (options, handler) => Deno.serve(options, handler),
+  serve: (options, handler) =>
+    Deno.serve(options as Deno.ServeTcpOptions & Partial<Deno.TlsCertifiedKeyPem>, handler),
 };
 
 const REFUSAL_BODY =
@@ -152,6 +197,80 @@ const REFUSAL = new TextEncoder().encode(
 );
 const FORBIDDEN_BODY =
   '{"errors":[{"code":"DENIED","message":"Connect through the public address"}]}';
+
+/** The client connection preface of HTTP/2 (RFC 9113 section 3.4). */
+const H2_PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+/** HTTP/2 frame types that belong to a request or response; the rest keep the connection going. */
+const STREAM_FRAMES = new Set([
+  0x0, // DATA
+  0x1, // HEADERS
+  0x3, // RST_STREAM
+  0x5, // PUSH_PROMISE
+  0x9, // CONTINUATION
+]);
+
+/** Follows the frame boundaries of one direction of an HTTP/2 connection. */
+class FrameScanner {
+  #head = new Uint8Array(9);
+  #filled = 0;
+  #left = 0;
+  #stream = false;
+
+  /** Whether `bytes` carry part of a request or response frame (a frame header counts once whole). */
+  scan(bytes: Uint8Array): boolean {
+    let traffic = false;
+    for (let i = 0; i < bytes.length;) {
+      if (this.#left > 0) {
+        const take = Math.min(this.#left, bytes.length - i);
+        this.#left -= take;
+        i += take;
+        traffic ||= this.#stream;
+        continue;
+      }
+      const take = Math.min(9 - this.#filled, bytes.length - i);
+      this.#head.set(bytes.subarray(i, i + take), this.#filled);
+      this.#filled += take;
+      i += take;
+      if (this.#filled < 9) break;
+      const head = this.#head;
+      this.#filled = 0;
+      this.#left = (head[0]! << 16) | (head[1]! << 8) | head[2]!;
+      this.#stream = STREAM_FRAMES.has(head[3]!);
+      traffic ||= this.#stream;
+    }
+    return traffic;
+  }
+}
+
+/** Whether bytes from the client count as traffic; learns from the first ones whether it speaks HTTP/2. */
+function clientTraffic(conn: Connection, bytes: Uint8Array): boolean {
+  let rest = bytes;
+  if (conn.h2 === null) {
+    const n = Math.min(H2_PREFACE.length - conn.prefaceMatched, bytes.length);
+    for (let i = 0; i < n; i++) {
+      if (bytes[i] !== H2_PREFACE[conn.prefaceMatched + i]) {
+        conn.h2 = false;
+        return true;
+      }
+    }
+    conn.prefaceMatched += n;
+    if (conn.prefaceMatched < H2_PREFACE.length) return false;
+    conn.h2 = true;
+    rest = bytes.subarray(n);
+  }
+  return conn.h2 ? conn.upFrames.scan(rest) : true;
+}
+
+/** Whether bytes from the server count as traffic. */
+function serverTraffic(conn: Connection, bytes: Uint8Array): boolean {
+  return conn.h2 ? conn.downFrames.scan(bytes) : true;
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let written = 0; written < bytes.length;) {
+    written += await conn.write(bytes.subarray(written));
+  }
+}
 
 /** The soft open-file limit of this process, Infinity when unknown. */
 function readOpenFileLimit(): number {
@@ -181,8 +300,8 @@ function close(conn: Connection): void {
 }
 
 async function relay(
-  from: Deno.TcpConn,
-  to: Deno.TcpConn,
+  from: Deno.Conn,
+  to: Deno.Conn,
   conn: Connection,
   direction: "up" | "down",
 ): Promise<void> {
@@ -191,11 +310,14 @@ async function relay(
     for (;;) {
       const n = await from.read(buffer);
       if (n === null) break;
-      const now = Date.now();
-      conn.lastActive = now;
-      if (direction === "down") conn.lastServer = now;
-      else if (conn.inFlight === 0 && conn.waitingSince === 0) conn.waitingSince = now;
-      for (let written = 0; written < n;) written += await to.write(buffer.subarray(written, n));
+      const bytes = buffer.subarray(0, n);
+      if (direction === "up" ? clientTraffic(conn, bytes) : serverTraffic(conn, bytes)) {
+        const now = Date.now();
+        conn.lastActive = now;
+        if (direction === "down") conn.lastServer = now;
+        else if (conn.inFlight === 0 && conn.waitingSince === 0) conn.waitingSince = now;
+      }
+      await writeAll(to, bytes);
     }
     await to.closeWrite().catch(() => {});
   } catch {
@@ -208,6 +330,7 @@ async function relay(
 /** Serves `handler` behind the guard. */
 export function serveGuarded(options: GuardOptions, handler: GuardedHandler): GuardedServer {
   const system: GuardSystem = { ...DENO_SYSTEM, ...options.system };
+  const tls = options.tls;
   const lastReported = new Map<string, { at: number; suppressed: number }>();
   const report = (event: string, fields: Record<string, unknown>) => {
     const now = Date.now();
@@ -235,6 +358,8 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
   }
 
   const open = new Set<Connection>();
+  /** Connections over the cap being answered 503 by the internal server (TLS only). */
+  const refused = new Set<Connection>();
   const relays = new Set<Promise<void>>();
   const retiring = new Set<Promise<void>>();
   let shuttingDown = false;
@@ -243,10 +368,21 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
   function startInner(): Inner {
     const byPort = new Map<number, Connection>();
     const server = system.serve(
-      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      { hostname: "127.0.0.1", port: 0, onListen() {}, ...tls },
       async (req, info) => {
         const { hostname, port } = info.remoteAddr;
         const conn = hostname === "127.0.0.1" ? byPort.get(port) : undefined;
+        if (conn?.refused) {
+          await req.body?.cancel().catch(() => {});
+          return new Response(REFUSAL_BODY, {
+            status: 503,
+            headers: {
+              "Content-Type": "application/json",
+              "Retry-After": "1",
+              Connection: "close",
+            },
+          });
+        }
         if (!conn) {
           await req.body?.cancel().catch(() => {});
           return new Response(FORBIDDEN_BODY, {
@@ -303,7 +439,8 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
     }
   }
 
-  const listener = system.listen({ hostname: options.hostname, port: options.port });
+  const { hostname, port } = options;
+  const listener = system.listen({ hostname, port });
   let inner: Inner | null;
   try {
     inner = startInner();
@@ -326,6 +463,9 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
       // No further request on it can reach a handler.
       const orphan = conn.inner.ended && conn.lastActive < orphanCutoff;
       if (idle || slowHeaders || orphan) close(conn);
+    }
+    for (const conn of refused) {
+      if (conn.inFlight === 0 && conn.lastActive < now - TLS_REFUSAL_QUIET_MS) close(conn);
     }
   }, Math.max(Math.min(options.idleTimeoutMs / 4, 1000), 50));
 
@@ -356,19 +496,73 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
     }
   }
 
-  async function handle(front: Deno.TcpConn): Promise<void> {
-    const current = inner;
-    if (open.size >= cap || current === null) return await refuse(front);
+  function newConnection(front: Deno.TcpConn, current: Inner, refused: boolean): Connection {
     const now = Date.now();
-    const conn: Connection = {
+    return {
       front,
       inner: current,
       inFlight: 0,
       lastActive: now,
       lastServer: now,
       waitingSince: 0,
+      // The guard sees TLS records, not what they carry.
+      h2: tls ? false : null,
+      prefaceMatched: 0,
+      upFrames: new FrameScanner(),
+      downFrames: new FrameScanner(),
+      refused,
       closed: false,
     };
+  }
+
+  /** Relays `conn` to its internal server until either side is done. */
+  async function relayTo(conn: Connection, current: Inner, back: Deno.TcpConn): Promise<void> {
+    conn.back = back;
+    const port = back.localAddr.port;
+    current.byPort.set(port, conn);
+    conn.unmap = () => {
+      if (current.byPort.get(port) === conn) current.byPort.delete(port);
+    };
+    const up = relay(conn.front, back, conn, "up");
+    // Once the server side is done, so is the connection (its last bytes are relayed).
+    await relay(back, conn.front, conn, "down");
+    close(conn);
+    await up;
+  }
+
+  /**
+   * Over TLS the guard cannot write the 503 itself: the internal server does,
+   * in whichever protocol the client chose; the connection is closed once its
+   * answer is out, or after TLS_REFUSAL_MS whatever it does.
+   */
+  async function refuseOverTls(front: Deno.TcpConn, current: Inner): Promise<void> {
+    refusing++;
+    const conn = newConnection(front, current, true);
+    refused.add(conn);
+    const timer = setTimeout(() => close(conn), TLS_REFUSAL_MS);
+    try {
+      const back = await system.connect({ hostname: "127.0.0.1", port: current.addr.port });
+      if (conn.closed) return closeQuietly(back);
+      await relayTo(conn, current, back);
+    } catch {
+      /* no descriptor for it: the client only sees the connection close */
+    } finally {
+      clearTimeout(timer);
+      close(conn);
+      refused.delete(conn);
+      refusing--;
+      wake?.();
+    }
+  }
+
+  async function handle(front: Deno.TcpConn): Promise<void> {
+    const current = inner;
+    if (open.size >= cap || current === null) {
+      if (!tls) return await refuse(front);
+      // Over TLS a refusal needs the internal server.
+      return current ? await refuseOverTls(front, current) : closeQuietly(front);
+    }
+    const conn = newConnection(front, current, false);
     open.add(conn);
     try {
       let back: Deno.TcpConn;
@@ -378,20 +572,10 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
         // EMFILE or ENFILE most likely: the client is told to retry.
         report("cannot open a connection to the internal server", { error });
         conn.closed = true;
-        return await refuse(front);
+        return await (tls ? closeQuietly(front) : refuse(front));
       }
       if (conn.closed) return closeQuietly(back); // shut down while connecting
-      conn.back = back;
-      const port = back.localAddr.port;
-      current.byPort.set(port, conn);
-      conn.unmap = () => {
-        if (current.byPort.get(port) === conn) current.byPort.delete(port);
-      };
-      const up = relay(front, back, conn, "up");
-      // Once the server side is done, so is the connection (its last bytes are relayed).
-      await relay(back, front, conn, "down");
-      close(conn);
-      await up;
+      await relayTo(conn, current, back);
     } finally {
       close(conn);
       open.delete(conn);
@@ -402,7 +586,7 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
   const accepting = (async () => {
     let backoffMs = 0;
     while (!stopped) {
-      if (refusing >= MAX_REFUSING) {
+      if (refusing >= (tls ? MAX_TLS_REFUSING : MAX_REFUSING)) {
         await pause(BACKOFF_MAX_MS);
         continue;
       }
@@ -462,7 +646,7 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
         new Promise((resolve) => (timer = setTimeout(resolve, graceMs))),
       ]);
       clearTimeout(timer);
-      for (const conn of open) close(conn);
+      for (const conn of [...open, ...refused]) close(conn);
       await Promise.all(relays);
       await Promise.all([innerDone, ...retiring]);
       clearInterval(sweeper);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import { type GuardOptions, serveGuarded } from "./conn_guard.ts";
 
 const encoder = new TextEncoder();
@@ -271,6 +272,157 @@ Deno.test("serveGuarded() survives its internal server ending: reports it, start
     assert.equal((await readResponse(after))?.status, 200);
     // The connection to the ended one cannot be served any more: it is closed.
     assert.equal(await readResponse(before), null);
+  } finally {
+    await server.shutdown(1000);
+  }
+});
+
+/** A throwaway CA and a certificate for 127.0.0.1 it signed (openssl). */
+async function certificates(): Promise<{ ca: string; cert: string; key: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "berth-guard-tls-" });
+  const ssl = async (...args: string[]) => {
+    const out = await new Deno.Command("/usr/bin/openssl", {
+      args,
+      cwd: dir,
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.ok(out.success, decoder.decode(out.stderr));
+  };
+  try {
+    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    await ssl("req", "-x509", ...ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=CA");
+    await ssl("req", ...ec, "-keyout", "key.pem", "-out", "req.csr", "-subj", "/CN=127.0.0.1");
+    await Deno.writeTextFile(`${dir}/ext`, "subjectAltName=IP:127.0.0.1\n");
+    await ssl(
+      ...["x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-days", "1"],
+      ...["-CAcreateserial", "-extfile", "ext", "-out", "cert.pem"],
+    );
+    const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
+    return { ca: await read("ca.pem"), cert: await read("cert.pem"), key: await read("key.pem") };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("serveGuarded() with TLS hands the handler the client's address and the https URL, over HTTP/1.1 and HTTP/2", async () => {
+  const { ca, cert, key } = await certificates();
+  const server = serveGuarded(
+    {
+      hostname: "127.0.0.1",
+      port: 0,
+      idleTimeoutMs: 10_000,
+      maxConnections: 10,
+      tls: { cert, key },
+    },
+    (req, info) => new Response(`${req.url} ${info.remoteAddr.port}`),
+  );
+  const port = server.addr.port;
+  try {
+    {
+      using conn = await Deno.connectTls({
+        hostname: "127.0.0.1",
+        port,
+        caCerts: [ca],
+        alpnProtocols: ["http/1.1"],
+      });
+      await send(conn, "/one");
+      const res = await readResponse(conn);
+      assert.equal(res?.status, 200);
+      assert.equal(res.body, `https://x/one ${conn.localAddr.port}`);
+    }
+    {
+      // Deno's fetch speaks HTTP/2 when the server offers it.
+      using client = Deno.createHttpClient({ caCerts: [ca], http1: false, http2: true });
+      const res = await fetch(`https://127.0.0.1:${port}/two`, { client });
+      const [url, clientPort] = (await res.text()).split(" ");
+      assert.equal(url, `https://127.0.0.1:${port}/two`);
+      assert.notEqual(Number(clientPort), server.internalAddr?.port);
+      assert.ok(Number(clientPort) > 0);
+    }
+    // Plain HTTP on the TLS port is not served, and the guard serves on.
+    {
+      using conn = await connect(port);
+      await send(conn, "/", true);
+      const res = await readResponse(conn);
+      assert.ok(
+        res === null || !(res.status >= 200 && res.status < 300),
+        `plain HTTP: ${res?.status}`,
+      );
+    }
+    using conn = await Deno.connectTls({ hostname: "127.0.0.1", port, caCerts: [ca] });
+    await send(conn, "/three");
+    assert.equal((await readResponse(conn))?.status, 200);
+  } finally {
+    await server.shutdown(1000);
+  }
+});
+
+/** Cleartext HTTP/2 (prior knowledge) to the guard. */
+function h2Session(port: number): Promise<http2.ClientHttp2Session> {
+  return new Promise((resolve, reject) => {
+    const session = http2.connect(`http://127.0.0.1:${port}`);
+    session.once("connect", () => resolve(session));
+    session.once("error", reject);
+  });
+}
+
+function h2Get(session: http2.ClientHttp2Session, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request({ ":path": path });
+    let body = "";
+    stream.setEncoding("utf8");
+    stream.on("data", (chunk: string) => (body += chunk));
+    stream.on("end", () => resolve(body));
+    stream.on("error", reject);
+    stream.end();
+  });
+}
+
+Deno.test("serveGuarded() closes an HTTP/2 connection that only pings, not one with a multiplexed request in flight", async () => {
+  const server = serveGuarded(
+    { hostname: "127.0.0.1", port: 0, idleTimeoutMs: 300, maxConnections: 10 },
+    async (req, info) => {
+      if (req.url.endsWith("/slow")) await new Promise((resolve) => setTimeout(resolve, 1200));
+      return new Response(`${info.remoteAddr.port}`);
+    },
+  );
+  try {
+    {
+      const session = await h2Session(server.addr.port);
+      session.on("error", () => {});
+      const closed = new Promise((resolve) => session.once("close", resolve));
+      const started = performance.now();
+      assert.equal(
+        await h2Get(session, "/"),
+        String((session.socket as { localPort?: number }).localPort),
+      );
+      const pinger = setInterval(() => {
+        if (!session.destroyed) session.ping(() => {});
+      }, 50);
+      closed.then(() => clearInterval(pinger));
+      const timer = setTimeout(() => session.destroy(), 5000);
+      await closed;
+      clearInterval(pinger);
+      clearTimeout(timer);
+      const waited = performance.now() - started;
+      assert.ok(
+        waited >= 250 && waited < 2000,
+        `pinging connection closed after ${Math.round(waited)} ms`,
+      );
+    }
+    {
+      const session = await h2Session(server.addr.port);
+      try {
+        // Quick requests beside a slow one on the same connection: still open when it answers.
+        const slow = h2Get(session, "/slow");
+        for (let i = 0; i < 3; i++) await h2Get(session, `/quick${i}`);
+        assert.ok(Number(await slow) > 0);
+        assert.equal(session.closed || session.destroyed, false);
+      } finally {
+        session.close();
+      }
+    }
   } finally {
     await server.shutdown(1000);
   }
