@@ -9,7 +9,6 @@
  * @module
  */
 import type { Deps } from "./http/deps.ts";
-import type { RequestContext } from "./http/context.ts";
 import { baseRoutes } from "./http/handlers/base.ts";
 import { blobRoutes } from "./http/handlers/blobs.ts";
 import { catalogRoutes } from "./http/handlers/catalog.ts";

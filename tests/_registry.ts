@@ -230,7 +230,7 @@ export async function spawnRegistry(
     const { done, value } = await reader.read();
     if (done) break;
     seen += value;
-    url = /listening on (http:\/\/[^/ ]+)/.exec(seen)?.[1] ?? "";
+    url = /listening on (https?:\/\/[^/ ]+)/.exec(seen)?.[1] ?? "";
   }
   // Keep draining stdout so the child never blocks on a full pipe.
   const drain = (async () => {
