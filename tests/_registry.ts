@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import assert from "node:assert/strict";
 import { createApp } from "../src/app.ts";
 import { openAuth } from "../src/auth/open.ts";
-import { type Config, defaultConfig } from "../src/config.ts";
+import { checkSecurity, type Config, defaultConfig } from "../src/config.ts";
 import { createLogger } from "../src/log.ts";
 import { KvMetadataStore } from "../src/meta/metadata_store.ts";
 import { FsBlobStore } from "../src/storage/fs_blob_store.ts";
@@ -40,6 +40,7 @@ export async function startRegistry(overrides: Partial<Config> = {}): Promise<Te
   const kv = await Deno.openKv(":memory:");
   const meta = new KvMetadataStore(kv);
   const blobs = await FsBlobStore.open(dataDir);
+  checkSecurity(config);
   const log = createLogger(config.logLevel);
   const secured = config.auth !== "none" || config.policy !== "";
   const auth = secured ? await openAuth(config, log) : undefined;
@@ -193,6 +194,8 @@ export interface RegistryProcess extends AsyncDisposable {
   kill(): Promise<void>;
   /** SIGTERM and wait; returns the exit code. */
   stop(): Promise<number>;
+  /** The lines the server has written to stdout since it listened (its log; the last 10,000). */
+  readonly lines: string[];
 }
 
 /**
@@ -232,10 +235,18 @@ export async function spawnRegistry(
     seen += value;
     url = /listening on (https?:\/\/[^/ ]+)/.exec(seen)?.[1] ?? "";
   }
-  // Keep draining stdout so the child never blocks on a full pipe.
+  // Keep draining stdout so the child never blocks on a full pipe, keeping the lines.
+  const lines: string[] = [];
+  let partial = seen.slice(seen.indexOf("\n", seen.indexOf("listening on")) + 1);
   const drain = (async () => {
     try {
-      while (!(await reader.read()).done) { /* discard */ }
+      for (let chunk; !(chunk = await reader.read()).done;) {
+        partial += chunk.value;
+        const complete = partial.split("\n");
+        partial = complete.pop()!;
+        lines.push(...complete.filter((line) => line !== ""));
+        if (lines.length > 10_000) lines.splice(0, lines.length - 10_000);
+      }
     } catch { /* closed */ }
   })();
   if (!url) {
@@ -256,6 +267,7 @@ export async function spawnRegistry(
   return {
     url,
     pid: child.pid,
+    lines,
     kill,
     async stop() {
       try {
