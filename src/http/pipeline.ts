@@ -116,7 +116,7 @@ export function handleErrors(log: Logger): Step {
         log.error("unhandled", {
           id,
           method: req.method,
-          url: req.url.slice(0, 500),
+          path: rawPath(req.url).slice(0, 500),
           error: e,
         }));
       if (oci.status === 507) {
@@ -136,7 +136,7 @@ export function logRequests(log: Logger): Step {
     log.info("request", {
       id: ctx.id,
       method: req.method,
-      path: (url?.pathname ?? req.url).slice(0, 300),
+      path: (url?.pathname ?? rawPath(req.url)).slice(0, 300),
       route: route?.name ?? null,
       remote: remoteAddr?.hostname ?? null,
       status: response.status,
