@@ -3,7 +3,9 @@
  * (`opencontainers/distribution-spec/conformance`), run against `main.ts serve`
  * as a subprocess, once with the defaults (automatic cross-mount on,
  * `OCI_AUTOMATIC_CROSSMOUNT=1`) and once with `--no-auto-mount`
- * (`OCI_AUTOMATIC_CROSSMOUNT=0`). Covers, as the suites exercise them, the
+ * (`OCI_AUTOMATIC_CROSSMOUNT=0`), and with credentials (`OCI_USERNAME`,
+ * `OCI_PASSWORD`) against `--htpasswd` in basic and in token mode, the
+ * clients answering 401s as the suites' do (see {@linkcode Login}). Covers, as the suites exercise them, the
  * checklist's endpoints end-1..end-14 (not end-4c, which neither suite sends)
  * and sections A4-A10 and A12.
  *
