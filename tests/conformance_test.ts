@@ -3,7 +3,9 @@
  * (`opencontainers/distribution-spec/conformance`), run against `main.ts serve`
  * as a subprocess, once with the defaults (automatic cross-mount on,
  * `OCI_AUTOMATIC_CROSSMOUNT=1`) and once with `--no-auto-mount`
- * (`OCI_AUTOMATIC_CROSSMOUNT=0`). Covers, as the suites exercise them, the
+ * (`OCI_AUTOMATIC_CROSSMOUNT=0`), and with credentials (`OCI_USERNAME`,
+ * `OCI_PASSWORD`) against `--htpasswd` in basic and in token mode, the
+ * clients answering 401s as the suites' do (see {@linkcode Login}). Covers, as the suites exercise them, the
  * checklist's endpoints end-1..end-14 (not end-4c, which neither suite sends)
  * and sections A4-A10 and A12.
  *
@@ -36,6 +38,7 @@
 import assert from "node:assert/strict";
 import { gzipSync } from "node:zlib";
 import { sha256, sha512, spawnRegistry } from "./_registry.ts";
+import { basic, writeUsers } from "./_auth.ts";
 import {
   OCI_EMPTY as MT_EMPTY,
   OCI_INDEX as MT_INDEX,
@@ -270,6 +273,172 @@ function compact(fields: Record<string, unknown>): Record<string, unknown> {
 }
 
 // ---------------------------------------------------------------------------
+// Credentials (OCI_USERNAME / OCI_PASSWORD)
+// ---------------------------------------------------------------------------
+
+/** Sends the request once more with `extra` headers added (an `Authorization`). */
+type Resend = (extra: HeaderList) => Promise<Exchange>;
+
+/**
+ * The suite's credentials and what its client's auth handling saw, so a run
+ * with credentials can show that the server refused every request sent
+ * without them and that the retries really carried them.
+ */
+class Login {
+  /** Requests that went out without an `Authorization` header. */
+  readonly anonymous: Exchange[] = [];
+  /** Requests that went out with one. */
+  signedIn = 0;
+  /** Tokens fetched from a realm. */
+  tokens = 0;
+  /** api.go `authCache` (`OCI_CACHE_AUTH`, on by default): key → `Authorization`. */
+  readonly cache = new Map<string, string>();
+
+  constructor(readonly user: string, readonly password: string) {}
+
+  async send(resend: Resend, authorization: string | null): Promise<Exchange> {
+    const x = await resend(authorization === null ? [] : [["Authorization", authorization]]);
+    if (authorization === null) this.anonymous.push(x);
+    else this.signedIn++;
+    return x;
+  }
+
+  /** GET realm with the scope and service as Basic (both clients); the `token` or else `access_token`. */
+  async fetchToken(
+    realm: URL,
+    service: string,
+    scope: string,
+    checkStatus: boolean,
+  ): Promise<string> {
+    const url = new URL(realm);
+    const query = new URLSearchParams();
+    query.set("service", service); // Go: url.Values.Encode() sorts keys
+    if (scope) query.set("scope", scope);
+    query.sort();
+    url.search = query.toString();
+    const x = await send("GET", url, {
+      headers: [["Accept", "application/json"], ["Authorization", basic(this.user, this.password)]],
+    });
+    if (checkStatus) expectStatus(x, 200); // api.go: "invalid status on auth request"
+    const info = json<{ token?: string; access_token?: string }>(x);
+    this.tokens++;
+    return info.token || info.access_token || "";
+  }
+}
+
+/** Both clients' `parseAuthHeader`: the scheme the greedy `(?i).*(bearer|basic).*` keeps, and `key="value"` pairs. */
+function parseGoChallenge(header: string): { type: string; params: Record<string, string> } {
+  const type = (/^.*(bearer|basic)/is.exec(header)?.[1] ?? header).toLowerCase();
+  const params: Record<string, string> = {};
+  for (const [, key, value] of header.matchAll(/([a-zA-z]+)="(.+?)"/g)) {
+    params[key!.toLowerCase()] = value!;
+  }
+  return { type, params };
+}
+
+/**
+ * reggie's `retryRequestWithAuth` (the v1.1 suite): every request goes out
+ * without credentials; a 401 with a Bearer challenge fetches a token for the
+ * challenge's scope and resends, a Basic one resends with the user and
+ * password. Nothing is cached. The resend carries the whole body again
+ * (reggie wraps it in a NopCloser that Go cannot rewind; a registry that reads
+ * the body before refusing would see an empty retry, which Berth does not
+ * rely on).
+ */
+async function reggieAuth(login: Login | null, resend: Resend): Promise<Exchange> {
+  if (login === null) return resend([]);
+  const first = await login.send(resend, null);
+  const header = first.headers.get("WWW-Authenticate") ?? "";
+  if (first.status !== 401 || header === "") return first;
+  const { type, params } = parseGoChallenge(header);
+  if (type === "bearer") {
+    const token = await login.fetchToken(
+      new URL(params.realm ?? ""),
+      params.service ?? "",
+      params.scope ?? "",
+      false,
+    );
+    return login.send(resend, `Bearer ${token}`);
+  }
+  if (type === "basic") return login.send(resend, basic(login.user, login.password));
+  assert.fail(`something went wrong with authorization: ${show(first)}`);
+}
+
+/** api.go `reRepo`: the repository in a path, for the auth cache key. */
+const RE_REPO = new RegExp(
+  "\\/v2\\/" +
+    "([a-z0-9]+(?:(?:\\.|_|__|-+)[a-z0-9]+)*(?:\\/[a-z0-9]+(?:(?:\\.|_|__|-+)[a-z0-9]+)*)*)" +
+    "(\\/(?:blobs|manifests|tags|referrers)\\/(?:[^\\/]+)|\\/blobs\\/uploads\\/[^\\/]*)",
+);
+
+/** api.go `authCacheKey`: host, repository and method (GET/HEAD pull, POST/PATCH/PUT push). */
+function authCacheKey(method: string, url: URL): string {
+  let repo = "";
+  if (url.pathname !== "/v2/") {
+    const match = RE_REPO.exec(url.pathname);
+    assert.ok(match, `could not extract repo from path ${url.pathname}`);
+    repo = match[1]!;
+  }
+  const kind = method === "GET" || method === "HEAD"
+    ? "pull"
+    : ["POST", "PATCH", "PUT"].includes(method)
+    ? "push"
+    : method;
+  return [url.host, repo, kind].join(":");
+}
+
+/**
+ * api.go `Do` with `apiWithAuth` (the main suite): sends the cached
+ * `Authorization` for the key if any; on a 401 builds one from the challenge
+ * (Basic, or a token fetched from the realm resolved against the request URL,
+ * 200 required), caches it under the key, and resends with the body again
+ * (`GetBody`).
+ */
+async function apiAuth(
+  login: Login | null,
+  method: string,
+  url: URL,
+  resend: Resend,
+): Promise<Exchange> {
+  if (login === null) return resend([]);
+  const key = authCacheKey(method, url);
+  const first = await login.send(resend, login.cache.get(key) ?? null);
+  if (first.status !== 401) return first;
+  const header = first.headers.get("WWW-Authenticate") ?? "";
+  assert.ok(header, `status code or header invalid for adding auth: ${show(first)}`);
+  const { type, params } = parseGoChallenge(header);
+  let auth: string;
+  if (type === "basic") auth = basic(login.user, login.password);
+  else if (type === "bearer") {
+    const token = await login.fetchToken(
+      new URL(params.realm ?? "", url),
+      params.service ?? "",
+      params.scope ?? "",
+      true,
+    );
+    auth = `Bearer ${token}`;
+  } else assert.fail(`failed to parse auth header, type=${type}: ${header}`);
+  login.cache.set(key, auth);
+  return login.send(resend, auth);
+}
+
+/**
+ * The run with credentials went through the auth flow: requests did go out
+ * without credentials, the server refused every one of them with a challenge
+ * of `scheme`, and requests with credentials (and, for Bearer, tokens) followed.
+ */
+function expectAuthFlow(login: Login, scheme: string): void {
+  assert.ok(login.anonymous.length > 0, "no request went out without credentials");
+  for (const x of login.anonymous) {
+    expectStatus(x, 401);
+    const challenge = x.headers.get("WWW-Authenticate") ?? "";
+    assert.ok(challenge.startsWith(`${scheme} `), `challenge is not ${scheme}: ${show(x)}`);
+  }
+  assert.ok(login.signedIn >= login.anonymous.length, "a refused request was not resent");
+  if (scheme === "Bearer") assert.ok(login.tokens > 0, "no token was fetched");
+}
+
+// ---------------------------------------------------------------------------
 // Registry lifecycle
 // ---------------------------------------------------------------------------
 
@@ -278,15 +447,43 @@ const MODES = [
   { label: "OCI_AUTOMATIC_CROSSMOUNT=0", args: ["--no-auto-mount"], autoMount: false },
 ];
 
-/** Runs `fn` against a fresh `main.ts serve` (file KV in a temp data dir, as `deno task start`). */
-async function withRegistry(args: string[], fn: (url: string) => Promise<void>): Promise<void> {
-  const dataDir = await Deno.makeTempDir({ prefix: "berth-conformance-" });
-  const reg = await spawnRegistry(["--data", dataDir, ...args]);
+/**
+ * Runs with credentials, as `OCI_USERNAME`/`OCI_PASSWORD`, against Berth with
+ * an htpasswd file and no policy (every signed-in user may do everything), with
+ * the defaults otherwise (automatic cross-mount on).
+ */
+const AUTH_MODES = [
+  { label: "basic auth", args: [] as string[], scheme: "Basic", autoMount: true },
+  // A token grants only the repositories it names, so a mount without `from`
+  // cannot reach another repository: the main suite's "mount anonymous" gets
+  // the fallback, as with OCI_AUTOMATIC_CROSSMOUNT=0. (v1.1 mounts without
+  // `from` a blob already in the target repository: 201 in both modes.)
+  { label: "token auth", args: ["--auth", "token"], scheme: "Bearer", autoMount: false },
+];
+const SUITE_USER = { user: "conformance", password: "c0nformance-pw" };
+
+/**
+ * Runs `fn` against a fresh `main.ts serve` (file KV in a temp data dir, as
+ * `deno task start`); with `login`, the registry has that one user
+ * (`--htpasswd`, added to `args`).
+ */
+async function withRegistry(
+  args: string[],
+  fn: (url: string) => Promise<void>,
+  login: Login | null = null,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "berth-conformance-" });
+  const users: string[] = [];
+  if (login) {
+    await writeUsers(`${dir}/htpasswd`, { [login.user]: login.password });
+    users.push("--htpasswd", `${dir}/htpasswd`);
+  }
+  const reg = await spawnRegistry(["--data", `${dir}/data`, ...users, ...args]);
   try {
     await fn(reg.url.replace(/\/$/, ""));
   } finally {
     await reg.stop();
-    await Deno.remove(dataDir, { recursive: true });
+    await Deno.remove(dir, { recursive: true });
   }
 }
 
@@ -471,7 +668,7 @@ function classicData(rand: Rand) {
 
 /** The reggie client: paths appended to the root URL, bodies sent as Go streams them. */
 class Reggie {
-  constructor(readonly root: string, readonly name: string) {}
+  constructor(readonly root: string, readonly name: string, readonly login: Login | null) {}
 
   /** `ROOT_URL + "/" + path` with `<name>` filled in. */
   url(path: string, name = this.name): string {
@@ -492,9 +689,12 @@ class Reggie {
     // reggie's SetBody wraps the bytes in ioutil.NopCloser: Go cannot know the
     // length, so the body goes out chunked and the Content-Length the test set is dropped.
     const headers = (options.headers ?? []).filter(([k]) => k.toLowerCase() !== "content-length");
-    const init: SendOptions = { headers, chunked: true };
-    if (options.body !== undefined) init.body = options.body;
-    return send(method, this.url(target, options.name), init);
+    const url = this.url(target, options.name);
+    return reggieAuth(this.login, (extra) => {
+      const init: SendOptions = { headers: [...headers, ...extra], chunked: true };
+      if (options.body !== undefined) init.body = options.body;
+      return send(method, url, init);
+    });
   }
 }
 
@@ -538,8 +738,13 @@ const classicSpec: Step = (t, workflow, title, fn, options = {}) =>
     fn,
   });
 
-async function runClassic(t: Deno.TestContext, root: string, autoMount: boolean): Promise<void> {
-  const c = new Reggie(root, CLASSIC_NAMESPACE);
+async function runClassic(
+  t: Deno.TestContext,
+  root: string,
+  autoMount: boolean,
+  login: Login | null = null,
+): Promise<void> {
+  const c = new Reggie(root, CLASSIC_NAMESPACE, login);
   const d = classicData(new Rand(0x0c1a55));
   const crossmount = `conformance-${crypto.randomUUID()}`;
   const spec =
@@ -683,13 +888,14 @@ async function runClassic(t: Deno.TestContext, root: string, autoMount: boolean)
   });
   await pull("400 response body should contain OCI-conforming JSON message", async () => {
     // v1.1 sends a GET with a body (pre-1.1 a PUT): reggie streams it chunked.
-    const x = await sendRaw(
-      root,
-      "GET",
-      `/v2/${CLASSIC_NAMESPACE}/manifests/sha256:totallywrong`,
-      [["Content-Type", MT_MANIFEST]],
-      enc.encode("blablabla"),
-    );
+    const x = await reggieAuth(login, (extra) =>
+      sendRaw(
+        root,
+        "GET",
+        `/v2/${CLASSIC_NAMESPACE}/manifests/sha256:totallywrong`,
+        [["Content-Type", MT_MANIFEST], ...extra],
+        enc.encode("blablabla"),
+      ));
     expectStatus(x, 400, 404);
     if (x.status === 400) {
       const body = json<{ errors?: { code: string }[] }>(x);
@@ -1245,6 +1451,17 @@ for (const mode of MODES) {
   });
 }
 
+for (const mode of AUTH_MODES) {
+  Deno.test(`conformance v1.1 (pull, push, content discovery, content management) [${mode.label}]`, async (t) => {
+    const login = new Login(SUITE_USER.user, SUITE_USER.password);
+    await withRegistry(mode.args, (url) => runClassic(t, url, true, login), login);
+    await t.step(
+      `conformance v1.1: requests without credentials were refused (${mode.scheme})`,
+      () => expectAuthFlow(login, mode.scheme),
+    );
+  });
+}
+
 // ===========================================================================
 // B. The rewritten suite on `main` (run.go / api.go / testdata.go)
 // ===========================================================================
@@ -1661,7 +1878,18 @@ class Unsupported extends Error {}
 
 /** api.go: each helper sends what the Go code sends and checks what it checks. */
 class Api {
-  constructor(readonly base: string) {}
+  constructor(readonly base: string, readonly login: Login | null = null) {}
+
+  /** a.Do: one request through the auth handling. */
+  send(method: string, url: string | URL, options: SendOptions = {}): Promise<Exchange> {
+    const u = new URL(url);
+    return apiAuth(
+      this.login,
+      method,
+      u,
+      (extra) => send(method, u, { ...options, headers: [...(options.headers ?? []), ...extra] }),
+    );
+  }
 
   #url(path: string): URL {
     return new URL(this.base + path);
@@ -1684,18 +1912,18 @@ class Api {
   /** BlobVerifyLocation: GET the returned Location, 200 with the exact body. */
   async verifyLocation(from: URL, location: string | null, bytes: Bytes): Promise<void> {
     assert.ok(location, "location header missing");
-    const x = await send("GET", new URL(location, from));
+    const x = await this.send("GET", new URL(location, from));
     expectStatus(x, 200);
     expectBody(x, bytes);
   }
 
   async blobPostPut(repo: string, digest: string, bytes: Bytes, bad = false): Promise<void> {
-    const post = await send("POST", this.#url(`/v2/${repo}/blobs/uploads/`));
+    const post = await this.send("POST", this.#url(`/v2/${repo}/blobs/uploads/`));
     expectStatus(post, 202);
     const location = post.headers.get("Location");
     assert.ok(location, `blob post did not return a location: ${show(post)}`);
     const u = Api.withDigest(new URL(location, post.url), digest);
-    const put = await send("PUT", u, { headers: [["Content-Type", MT_OCTET]], body: bytes });
+    const put = await this.send("PUT", u, { headers: [["Content-Type", MT_OCTET]], body: bytes });
     if (bad) return expectStatus(put, 400);
     expectStatus(put, 201);
     Api.verifyDigest(put, digest);
@@ -1704,7 +1932,7 @@ class Api {
 
   async blobPostOnly(repo: string, digest: string, bytes: Bytes, bad = false): Promise<void> {
     const u = Api.withDigest(this.#url(`/v2/${repo}/blobs/uploads/`), digest);
-    const post = await send("POST", u, { headers: [["Content-Type", MT_OCTET]], body: bytes });
+    const post = await this.send("POST", u, { headers: [["Content-Type", MT_OCTET]], body: bytes });
     if (bad) {
       expectStatus(post, 400, 202);
       if (post.status === 400) return;
@@ -1713,7 +1941,7 @@ class Api {
       assert.ok(post.headers.get("Location"), `missing Location: ${show(post)}`);
     }
     if (post.status === 202) {
-      const put = await send(
+      const put = await this.send(
         "PUT",
         Api.withDigest(new URL(post.headers.get("Location")!, u), digest),
         {
@@ -1740,7 +1968,7 @@ class Api {
     } = {},
   ): Promise<void> {
     let u = this.#url(`/v2/${repo}/blobs/uploads/`);
-    const post = await send("POST", u, { headers: [["Content-Length", "0"]] });
+    const post = await this.send("POST", u, { headers: [["Content-Length", "0"]] });
     expectStatus(post, 202);
     const minText = post.headers.get("OCI-Chunk-Min-Length") ?? "";
     flags.onMinLength?.(minText);
@@ -1766,14 +1994,14 @@ class Api {
           method = "PUT";
           u = Api.withDigest(u, digest);
         }
-        const x = await send(method, u, {
+        const x = await this.send(method, u, {
           headers: [["Content-Type", MT_OCTET], ["Content-Range", `${badStart}-${badLast}`]],
           body: bytes.slice(badStart, badLast + 1),
         });
         expectStatus(x, 416);
         location = x.headers.get("Location") ?? location;
         // Recover with a GET: 204, Location, Range 0-<last byte> (an int after "0-" even when empty).
-        const status = await send("GET", u);
+        const status = await this.send("GET", u);
         expectStatus(status, 204);
         location = status.headers.get("Location") ?? location;
         const range = status.headers.get("Range") ?? "";
@@ -1787,7 +2015,7 @@ class Api {
       lastByte = Math.min(start + chunkSize - 1, bytes.length - 1);
       const isPut = flags.putLastChunk && lastByte === bytes.length - 1;
       if (isPut) u = Api.withDigest(u, digest);
-      const x = await send(isPut ? "PUT" : "PATCH", u, {
+      const x = await this.send(isPut ? "PUT" : "PATCH", u, {
         headers: [["Content-Type", MT_OCTET], ["Content-Range", `${start}-${lastByte}`]],
         body: bytes.slice(start, lastByte + 1),
       });
@@ -1805,7 +2033,7 @@ class Api {
     if (!flags.putLastChunk) {
       assert.ok(location, "blob patch did not return a location");
       u = Api.withDigest(new URL(location, u), digest);
-      const put = await send("PUT", u, {
+      const put = await this.send("PUT", u, {
         headers: [["Content-Length", "0"], ["Content-Type", MT_OCTET]],
       });
       if (flags.bad) return expectStatus(put, 400);
@@ -1819,7 +2047,7 @@ class Api {
   }
 
   async blobPatchStream(repo: string, digest: string, bytes: Bytes, bad = false): Promise<void> {
-    const post = await send("POST", this.#url(`/v2/${repo}/blobs/uploads/`), {
+    const post = await this.send("POST", this.#url(`/v2/${repo}/blobs/uploads/`), {
       headers: [["Content-Length", "0"]],
     });
     expectStatus(post, 202);
@@ -1827,7 +2055,7 @@ class Api {
     assert.ok(location, `blob post did not return a location: ${show(post)}`);
     let u = new URL(location, post.url);
     // No Content-Range, no Content-Length: the body goes out chunked.
-    const patch = await send("PATCH", u, {
+    const patch = await this.send("PATCH", u, {
       headers: [["Content-Type", MT_OCTET]],
       body: bytes,
       chunked: true,
@@ -1836,7 +2064,7 @@ class Api {
     const next = patch.headers.get("Location");
     assert.ok(next, `blob patch did not return a location: ${show(patch)}`);
     u = Api.withDigest(new URL(next, u), digest);
-    const put = await send("PUT", u, {
+    const put = await this.send("PUT", u, {
       headers: [["Content-Length", "0"], ["Content-Type", MT_OCTET]],
     });
     if (bad) return expectStatus(put, 400);
@@ -1853,14 +2081,14 @@ class Api {
     if (source) query.set("from", source);
     query.sort();
     u.search = query.toString();
-    const post = await send("POST", u);
+    const post = await this.send("POST", u);
     expectStatus(post, 201, 202);
     let location = post.headers.get("Location");
     assert.ok(location, `blob post did not return a location: ${show(post)}`);
     let answer = post;
     if (post.status === 202) {
       u = Api.withDigest(new URL(location, u), digest);
-      const put = await send("PUT", u, { headers: [["Content-Type", MT_OCTET]], body: bytes });
+      const put = await this.send("PUT", u, { headers: [["Content-Type", MT_OCTET]], body: bytes });
       expectStatus(put, 201);
       location = put.headers.get("Location");
       answer = put;
@@ -1873,19 +2101,19 @@ class Api {
   }
 
   async blobPostCancel(repo: string): Promise<void> {
-    const post = await send("POST", this.#url(`/v2/${repo}/blobs/uploads/`));
+    const post = await this.send("POST", this.#url(`/v2/${repo}/blobs/uploads/`));
     expectStatus(post, 202);
     const location = post.headers.get("Location");
     assert.ok(location, `blob post did not return a location: ${show(post)}`);
     const u = new URL(location, post.url);
-    expectStatus(await send("DELETE", u, { headers: [["Content-Length", "0"]] }), 204);
+    expectStatus(await this.send("DELETE", u, { headers: [["Content-Length", "0"]] }), 204);
     // Not in the suite: the cancelled session is gone.
-    expectStatus(await send("GET", u), 404);
+    expectStatus(await this.send("GET", u), 404);
   }
 
   /** BlobHeadExists: 200, empty body, Content-Length when known, digest header. */
   async blobHeadExists(repo: string, digest: string, bytes?: Bytes): Promise<void> {
-    const x = await send("HEAD", this.#url(`/v2/${repo}/blobs/${digest}`));
+    const x = await this.send("HEAD", this.#url(`/v2/${repo}/blobs/${digest}`));
     expectStatus(x, 200);
     assert.equal(x.body.length, 0, show(x));
     if (bytes) expectHeader(x, "Content-Length", String(bytes.length));
@@ -1894,7 +2122,7 @@ class Api {
 
   /** BlobGetExistsFull: 200, exact body and Content-Length, digest header. */
   async blobGetExistsFull(repo: string, digest: string, bytes?: Bytes): Promise<void> {
-    const x = await send("GET", this.#url(`/v2/${repo}/blobs/${digest}`));
+    const x = await this.send("GET", this.#url(`/v2/${repo}/blobs/${digest}`));
     expectStatus(x, 200);
     if (bytes) {
       expectBody(x, bytes);
@@ -1909,8 +2137,8 @@ class Api {
    */
   async blobDelete(repo: string, digest: string): Promise<void> {
     const u = this.#url(`/v2/${repo}/blobs/${digest}`);
-    expectStatus(await send("DELETE", u), 202, 404);
-    expectStatus(await send("HEAD", u), 404);
+    expectStatus(await this.send("DELETE", u), 202, 404);
+    expectStatus(await this.send("HEAD", u), 404);
   }
 
   static mediaTypeOf(body: Bytes): string {
@@ -1949,7 +2177,7 @@ class Api {
       u.searchParams.sort();
     }
     const mediaType = Api.mediaTypeOf(body);
-    const put = await send("PUT", u, {
+    const put = await this.send("PUT", u, {
       headers: [["Content-Type", mediaType]],
       body,
       chunked: true,
@@ -1966,7 +2194,7 @@ class Api {
     Api.verifyDigest(put, digest);
     const location = put.headers.get("Location");
     assert.ok(location, `manifest put did not return a location: ${show(put)}`);
-    const get = await send("GET", new URL(location, u), { headers: Api.accept });
+    const get = await this.send("GET", new URL(location, u), { headers: Api.accept });
     expectStatus(get, 200);
     expectHeader(get, "Content-Type", mediaType);
     expectHeader(get, "Content-Length", String(body.length));
@@ -1980,7 +2208,7 @@ class Api {
     digest: string,
     body: Bytes,
   ): Promise<void> {
-    const x = await send("GET", this.#url(`/v2/${repo}/manifests/${reference}`), {
+    const x = await this.send("GET", this.#url(`/v2/${repo}/manifests/${reference}`), {
       headers: Api.accept,
     });
     expectStatus(x, 200);
@@ -1997,7 +2225,7 @@ class Api {
     digest: string,
     body: Bytes,
   ): Promise<void> {
-    const x = await send("HEAD", this.#url(`/v2/${repo}/manifests/${reference}`), {
+    const x = await this.send("HEAD", this.#url(`/v2/${repo}/manifests/${reference}`), {
       headers: Api.accept,
     });
     expectStatus(x, 200);
@@ -2010,14 +2238,14 @@ class Api {
   /** ManifestDelete (202/404; 400/405 would be "unsupported"), then (atomic) HEAD 404. */
   async manifestDelete(repo: string, reference: string): Promise<void> {
     const u = this.#url(`/v2/${repo}/manifests/${reference}`);
-    expectStatus(await send("DELETE", u), 202, 404);
-    expectStatus(await send("HEAD", u, { headers: Api.accept }), 404);
+    expectStatus(await this.send("DELETE", u), 202, 404);
+    expectStatus(await this.send("HEAD", u, { headers: Api.accept }), 404);
   }
 
   async referrersList(repo: string, digest: string, artifactType?: string) {
     const u = this.#url(`/v2/${repo}/referrers/${digest}`);
     if (artifactType !== undefined) u.searchParams.set("artifactType", artifactType);
-    const x = await send("GET", u);
+    const x = await this.send("GET", u);
     expectStatus(x, 200);
     expectHeader(x, "Content-Type", MT_INDEX);
     const index = json<{ mediaType?: string; schemaVersion?: number; manifests?: Goal[] | null }>(
@@ -2036,7 +2264,7 @@ class Api {
   async tagList(repo: string, last?: string): Promise<{ x: Exchange; tags: string[] }> {
     const u = this.#url(`/v2/${repo}/tags/list`);
     if (last !== undefined) u.searchParams.set("last", last);
-    const x = await send("GET", u);
+    const x = await this.send("GET", u);
     expectStatus(x, 200, 404);
     return { x, tags: x.status === 200 ? json<{ tags?: string[] | null }>(x).tags ?? [] : [] };
   }
@@ -2049,15 +2277,20 @@ const matchesGoal = (entry: Goal, goal: Goal) =>
   (entry.artifactType ?? "") === goal.artifactType &&
   Object.entries(goal.annotations ?? {}).every(([k, v]) => entry.annotations?.[k] === v);
 
-async function runMain(t: Deno.TestContext, base: string, autoMount: boolean): Promise<void> {
-  const api = new Api(base);
+async function runMain(
+  t: Deno.TestContext,
+  base: string,
+  autoMount: boolean,
+  login: Login | null = null,
+): Promise<void> {
+  const api = new Api(base, login);
   const rand = new Rand(0x5eed);
   const step = (ctx: Deno.TestContext, name: string, fn: (t: Deno.TestContext) => Promise<void>) =>
     ctx.step(`conformance main: ${name}`, fn);
 
   await step(t, "ping", async () => {
     // The suite only needs an answer; the spec says 200.
-    expectStatus(await send("GET", `${base}/v2/`), 200);
+    expectStatus(await api.send("GET", `${base}/v2/`), 200);
   });
   await step(t, "empty", async (t) => {
     await step(t, "empty/tag list", async () => {
@@ -2079,14 +2312,20 @@ async function runMain(t: Deno.TestContext, base: string, autoMount: boolean): P
 
   await step(t, "missing-manifest", async (t) => {
     await step(t, "missing-manifest/by-digest", async () => {
-      const x = await send("GET", `${base}/v2/${REPO1}/manifests/${digestOf(rand.bytes(1024))}`, {
-        headers: Api.accept,
-      });
+      const x = await api.send(
+        "GET",
+        `${base}/v2/${REPO1}/manifests/${digestOf(rand.bytes(1024))}`,
+        {
+          headers: Api.accept,
+        },
+      );
       expectStatus(x, 404);
     });
     await step(t, "missing-manifest/by-tag", async () => {
       const tag = `missing-${rand.text().toLowerCase().slice(0, 20)}`;
-      const x = await send("GET", `${base}/v2/${REPO1}/manifests/${tag}`, { headers: Api.accept });
+      const x = await api.send("GET", `${base}/v2/${REPO1}/manifests/${tag}`, {
+        headers: Api.accept,
+      });
       expectStatus(x, 404);
     });
   });
@@ -2100,7 +2339,7 @@ async function runMain(t: Deno.TestContext, base: string, autoMount: boolean): P
       });
     });
     await step(t, "invalid-digest-format/manifest-get", async () => {
-      const x = await send("GET", `${base}/v2/${REPO1}/manifests/sha256:baddigeststring`, {
+      const x = await api.send("GET", `${base}/v2/${REPO1}/manifests/sha256:baddigeststring`, {
         headers: Api.accept,
       });
       expectStatus(x, 404, 400);
@@ -2138,7 +2377,7 @@ async function runBlobApis(
   for (const name of names) blobs.set(name, gen(512));
 
   await step("get-missing", async () => {
-    const x = await send(
+    const x = await api.send(
       "GET",
       `${api.base}/v2/${REPO1}/blobs/${blobs.get("post cancel")!.digest}`,
     );
@@ -2234,7 +2473,7 @@ async function runBlobApis(
       ["bytes=2000-5000", 2000, 2047],
     ];
     for (const [range, start, end] of ranges) {
-      const x = await send("GET", u, { headers: [["Range", range]] });
+      const x = await api.send("GET", u, { headers: [["Range", range]] });
       expectStatus(x, 206);
       expectBody(x, bytes.slice(start, end + 1));
       expectHeader(x, "Content-Length", String(end - start + 1));
@@ -2246,8 +2485,8 @@ async function runBlobApis(
       );
     }
     // bytes=500-0: the suite wants 416 (a plain 200 is recorded as a skip); Berth answers 416.
-    expectStatus(await send("GET", u, { headers: [["Range", "bytes=500-0"]] }), 416);
-    expectStatus(await send("GET", u, { headers: [["Range", "bytes=5000-10000"]] }), 416);
+    expectStatus(await api.send("GET", u, { headers: [["Range", "bytes=500-0"]] }), 416);
+    expectStatus(await api.send("GET", u, { headers: [["Range", "bytes=5000-10000"]] }), 416);
     await api.blobDelete(REPO1, digest);
   });
 
@@ -2475,5 +2714,16 @@ async function deleteDataSet(api: Api, td: TestData): Promise<void> {
 for (const mode of MODES) {
   Deno.test(`conformance main (OCI_VERSION=dev, sha256 and sha512) [${mode.label}]`, async (t) => {
     await withRegistry(mode.args, (url) => runMain(t, url, mode.autoMount));
+  });
+}
+
+for (const mode of AUTH_MODES) {
+  Deno.test(`conformance main (OCI_VERSION=dev, sha256 and sha512) [${mode.label}]`, async (t) => {
+    const login = new Login(SUITE_USER.user, SUITE_USER.password);
+    await withRegistry(mode.args, (url) => runMain(t, url, mode.autoMount, login), login);
+    await t.step(
+      `conformance main: requests without credentials were refused (${mode.scheme})`,
+      () => expectAuthFlow(login, mode.scheme),
+    );
   });
 }
