@@ -122,12 +122,20 @@ export class Gate {
     return this.#options.realm || `${target.https ? "https" : "http"}://${target.host}/token`;
   }
 
-  /** The `WWW-Authenticate` value naming `scope` (and `error` for a token that lacks it). */
-  challenge(target: ChallengeTarget, scope?: Scope, error?: "insufficient_scope"): string {
+  /**
+   * The `WWW-Authenticate` value naming `scopes` (space separated in one
+   * `scope`, as Distribution does for a mount's two repositories), and
+   * `error` for a token that lacks them.
+   */
+  challenge(
+    target: ChallengeTarget,
+    scopes: readonly Scope[] = [],
+    error?: "insufficient_scope",
+  ): string {
     const { mode, service } = this.#options;
     if (mode === "basic") return `Basic realm="${service}",charset="UTF-8"`;
     let value = `Bearer realm="${this.realm(target)}",service="${service}"`;
-    if (scope) value += `,scope="${formatScope(scope)}"`;
+    if (scopes.length > 0) value += `,scope="${scopes.map(formatScope).join(" ")}"`;
     if (error) value += `,error="${error}"`;
     return value;
   }
@@ -154,19 +162,19 @@ export class Gate {
 
   /**
    * Who sent `req`: anonymous without credentials; throws 401 (with the
-   * challenge naming `scope`, what the request needs) for credentials that are wrong, malformed or of the other
+   * challenge naming `scopes`, what the request needs) for credentials that are wrong, malformed or of the other
    * mode's scheme, and 429 while the address or user is throttled.
    */
   async identify(
     req: Request,
     address: string,
     target: ChallengeTarget,
-    scope?: Scope,
+    scopes: readonly Scope[] = [],
   ): Promise<Identity> {
     const { mode, tokens, throttle } = this.#options;
     if (mode === "none") return { user: null, access: null };
     const credentials = parseAuthorization(req.headers.get("authorization"));
-    const challenge = this.challenge(target, scope);
+    const challenge = this.challenge(target, scopes);
     switch (credentials.scheme) {
       case "none":
         return { user: null, access: null };
@@ -224,37 +232,46 @@ export class Gate {
     };
   }
 
-  /** The 401 for an anonymous caller: a challenge naming `scope` (none for the base endpoint). */
-  authenticationRequired(target: ChallengeTarget, scope?: Scope): OciError {
-    return unauthorized("Authentication required", this.challenge(target, scope));
+  /** The 401 for an anonymous caller: a challenge naming `scopes` (none for the base endpoint). */
+  authenticationRequired(target: ChallengeTarget, scopes: readonly Scope[] = []): OciError {
+    return unauthorized("Authentication required", this.challenge(target, scopes));
+  }
+
+  /** The 401 for a token that lacks `scopes`: the client asks for a new one. */
+  insufficientScope(target: ChallengeTarget, scopes: readonly Scope[]): OciError {
+    return unauthorized(
+      "The token does not grant this",
+      this.challenge(target, scopes, "insufficient_scope"),
+    );
   }
 
   /**
-   * The error for `identity` lacking `need` on the repository of `scope`: 401 with a challenge
+   * Whether a new token could grant `user` the `action` on `repo`: Berth's
+   * own tokens if the policy grants it now; an external issuer's, maybe.
+   */
+  async couldGrant(user: string | null, action: Action, repo: string): Promise<boolean> {
+    return !this.#options.ownIssuer || (await this.allowed(user, repo)).has(action);
+  }
+
+  /**
+   * The error for `identity` lacking `need` on the repository of `scopes[0]`: 401 with a challenge
    * naming the scope when more credentials could help (anonymous, or a token
    * that lacks what the policy would grant), else 403 `DENIED`.
    */
   async refusal(
     identity: Identity,
     need: Action,
-    scope: Scope,
+    scopes: readonly Scope[],
     target: ChallengeTarget,
   ): Promise<OciError> {
-    const { mode, ownIssuer } = this.#options;
     // Anonymous, with or without an (anonymous) token: signing in may help.
-    if (identity.user === null) return this.authenticationRequired(target, scope);
-    if (mode === "token") {
-      // Berth's own tokens: a new one helps only if the policy grants the action now.
-      const couldHave = !ownIssuer || (await this.allowed(identity.user, scope.name)).has(need);
-      if (couldHave) {
-        return unauthorized(
-          "The token does not grant this",
-          this.challenge(target, scope, "insufficient_scope"),
-        );
-      }
+    if (identity.user === null) return this.authenticationRequired(target, scopes);
+    const repo = scopes[0]!.name;
+    if (this.#options.mode === "token" && await this.couldGrant(identity.user, need, repo)) {
+      return this.insufficientScope(target, scopes);
     }
     return new OciError("DENIED", "Not allowed", {
-      detail: { repository: scope.name, actions: scope.actions },
+      detail: { repository: repo, actions: scopes[0]!.actions },
     });
   }
 }

@@ -55,9 +55,14 @@ Deno.test("Gate.challenge() writes Basic, and Bearer with the realm, service, sc
   const token = gate({ mode: "token" });
   const scope = { type: "repository" as const, name: "a/b", actions: ["pull", "push"] };
   assert.equal(
-    token.challenge(TARGET, scope, "insufficient_scope"),
+    token.challenge(TARGET, [scope], "insufficient_scope"),
     'Bearer realm="https://reg.example:5000/token",service="berth",' +
       'scope="repository:a/b:pull,push",error="insufficient_scope"',
+  );
+  const mount = { type: "repository" as const, name: "src", actions: ["pull"] };
+  assert.match(
+    token.challenge(TARGET, [scope, mount]),
+    /,scope="repository:a\/b:pull,push repository:src:pull"$/,
   );
   const external = gate({ mode: "token", realm: "https://auth.example/t" });
   assert.equal(
@@ -89,7 +94,7 @@ Deno.test("Gate.identify() takes the mode's credentials and refuses the rest wit
   );
   const scope = { type: "repository" as const, name: "a", actions: ["pull"] };
   for (const header of ["Bearer bad", "Basic " + btoa("alice:pw")]) {
-    const error = await refusedWith(token.identify(request(header), "1.2.3.4", TARGET, scope));
+    const error = await refusedWith(token.identify(request(header), "1.2.3.4", TARGET, [scope]));
     assert.equal(error.status, 401);
     assert.match(error.options.headers!["WWW-Authenticate"]!, /scope="repository:a:pull"/);
   }
@@ -143,7 +148,7 @@ Deno.test("Gate.caller() grants the policy's rights, within a token only what it
 });
 
 Deno.test("Gate.refusal() is 401 for anonymous, 401 insufficient_scope when a new token helps, else 403", async () => {
-  const scope = (name: string) => ({ type: "repository" as const, name, actions: ["push"] });
+  const scope = (name: string) => [{ type: "repository" as const, name, actions: ["push"] }];
   const basic = gate();
   assert.equal(
     (await basic.refusal({ user: null, access: null }, "push", scope("a"), TARGET)).status,

@@ -17,7 +17,7 @@ import type { Action, Scope } from "../auth/scope.ts";
 import { grants } from "../auth/tokens.ts";
 import type { Logger } from "../log.ts";
 import { OciError } from "../oci/errors.ts";
-import { parseName } from "../oci/name.ts";
+import { NAME_REGEXP, parseName } from "../oci/name.ts";
 import type { Step } from "./pipeline.ts";
 
 /** What a route needs: nothing, a signed-in caller, the catalog scope, or an action on its repository. */
@@ -56,6 +56,21 @@ function scopeOf(need: Action, repo: string): Scope {
 
 const CATALOG: Scope = { type: "registry", name: "catalog", actions: ["*"] };
 
+/**
+ * The source repository of a mount (`POST …/blobs/uploads/?mount=…&from=…`),
+ * which needs `pull` too; null for other requests and names that do not
+ * parse (the handler refuses those).
+ */
+function mountSource(ctx: Parameters<Step>[0], repo: string | null): string | null {
+  if (ctx.route!.name !== "upload.start") return null;
+  const params = ctx.url!.searchParams;
+  const from = params.get("from");
+  if (from === null || !params.has("mount") || from === repo || !NAME_REGEXP.test(from)) {
+    return null;
+  }
+  return from;
+}
+
 /** The authorization step for `gate`. */
 export function authorize(gate: Gate, log: Logger, https: boolean): Step {
   const audit = (
@@ -84,14 +99,15 @@ export function authorize(gate: Gate, log: Logger, https: boolean): Step {
     const repo = route.params.name === undefined ? null : parseName(route.params.name);
     const target: ChallengeTarget = { host: ctx.url!.host, https };
     const address = ctx.remoteAddr?.hostname ?? "unknown";
-    const scope = need === "catalog"
-      ? CATALOG
+    const source = mountSource(ctx, repo);
+    const scopes: Scope[] = need === "catalog"
+      ? [CATALOG]
       : need === "signed-in"
-      ? undefined
-      : scopeOf(need, repo!);
+      ? []
+      : [scopeOf(need, repo!), ...(source === null ? [] : [scopeOf("pull", source)])];
     let identity: Identity;
     try {
-      identity = await gate.identify(ctx.req, address, target, scope);
+      identity = await gate.identify(ctx.req, address, target, scopes);
     } catch (error) {
       const claimed = parseAuthorization(ctx.req.headers.get("authorization"));
       const result = error instanceof OciError && error.status === 429 ? "throttled" : "refused";
@@ -103,23 +119,29 @@ export function authorize(gate: Gate, log: Logger, https: boolean): Step {
     if (need === "signed-in" || need === "catalog") {
       if (gate.mode !== "none" && anonymous) {
         audit(ctx, null, null, need, "unauthenticated");
-        throw gate.authenticationRequired(target, scope);
+        throw gate.authenticationRequired(target, scopes);
       }
       const catalogInToken = identity.access === null ||
         grants(identity.access, "registry", "catalog").has("*");
       if (need === "catalog" && !catalogInToken) {
         audit(ctx, identity.user, null, need, "denied");
-        throw new OciError("UNAUTHORIZED", "The token does not grant the catalog", {
-          headers: {
-            "WWW-Authenticate": gate.challenge(target, CATALOG, "insufficient_scope"),
-          },
-        });
+        throw gate.insufficientScope(target, scopes);
       }
       return await next();
     }
     if (!ctx.caller.can(need, repo!)) {
       audit(ctx, identity.user, repo, need, anonymous ? "unauthenticated" : "denied");
-      throw await gate.refusal(identity, need, scope!, target);
+      throw await gate.refusal(identity, need, scopes, target);
+    }
+    // A mount's source: a token that never asked for it may get it (else the handler uploads,
+    // revealing nothing about the source).
+    const asked = identity.access?.some((s) => s.type === "repository" && s.name === source);
+    if (
+      source !== null && identity.access !== null && !asked &&
+      !ctx.caller.can("pull", source) && await gate.couldGrant(identity.user, "pull", source)
+    ) {
+      audit(ctx, identity.user, source, "pull", "denied");
+      throw gate.insufficientScope(target, scopes);
     }
     if (need !== "pull") audit(ctx, identity.user, repo, need, "granted");
     return await next();
