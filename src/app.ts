@@ -21,6 +21,7 @@ import { checkUrl, compose, handleErrors, logRequests, type Step } from "./http/
 import { findRoute, type Route } from "./http/router.ts";
 import type { RouteContext } from "./http/context.ts";
 import { Gate } from "./auth/gate.ts";
+import { LoginThrottle } from "./auth/throttle.ts";
 import { tokenRoutes } from "./http/handlers/token.ts";
 import { Registry } from "./registry/registry.ts";
 
@@ -33,7 +34,7 @@ const ANONYMOUS = {
   users: null,
   policy: null,
   tokens: null,
-  throttle: { check: () => 0, failed() {}, succeeded() {} },
+  throttle: new LoginThrottle(),
   service: "berth",
   realm: "",
   ownIssuer: true,
@@ -59,6 +60,7 @@ export function createApp(deps: Deps): App {
       gate,
       issuer,
       fingerprint: deps.auth!.fingerprint,
+      fingerprintMatches: deps.auth!.fingerprintMatches,
       service: deps.config.tokenService,
       bodyTimeoutMs: deps.config.bodyTimeoutMs,
       audit: (entry) => deps.log.info("auth", { action: "token", ...entry }),

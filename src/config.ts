@@ -485,7 +485,10 @@ export function helpText(): string {
 
 /** Whether `hostname` can only be reached from this machine. */
 export function isLoopback(hostname: string): boolean {
-  return hostname === "localhost" || hostname === "::1" || /^127\.[0-9.]+$/.test(hostname);
+  // A strict dotted quad: `127.0.0.1.1` would be a name looked up in DNS.
+  const octet = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+  return hostname === "localhost" || hostname === "::1" ||
+    new RegExp(`^127(?:\\.${octet}){3}$`).test(hostname);
 }
 
 /**

@@ -611,7 +611,18 @@ Deno.test("parseCli() takes --blobs as a directory or file:DIR, and refuses othe
 });
 
 Deno.test("parseCli() refuses to serve a non-loopback address anonymously unless told to", () => {
-  for (const listen of ["0.0.0.0:5000", "[::]:5000", "10.1.2.3:80", "registry.example:443"]) {
+  for (
+    const listen of [
+      "0.0.0.0:5000",
+      "[::]:5000",
+      "10.1.2.3:80",
+      "registry.example:443",
+      "127.0.0.1.1:5000",
+      "127.0.0.1.nip.io:5000",
+      "127.0.0.256:5000",
+      "localhost.:5000",
+    ]
+  ) {
     const error = configError(() => parseCli(["--listen", listen], {}, noFiles));
     assert.match(error.message, /without authentication.*--htpasswd.*--insecure-no-auth/);
   }

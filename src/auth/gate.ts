@@ -23,6 +23,8 @@ import { type Access, grants } from "./tokens.ts";
 /** The users file, as the gate needs it. */
 export interface UserStore {
   verify(user: string, password: string): Promise<boolean>;
+  /** Whether this user and password were verified moments ago (no bcrypt, no wait). */
+  recentlyVerified(user: string, password: string): boolean;
   /** A short hash of the user's entry (changes with the password); null for no such user. */
   fingerprint(user: string): string | null;
 }
@@ -46,6 +48,8 @@ export interface TokenCheck {
 /** Failed-login throttling, as the gate needs it. */
 export interface Throttle {
   check(address: string, user: string | null): number;
+  begin(address: string): void;
+  end(address: string): void;
   failed(address: string, user: string | null): void;
   succeeded(address: string, user: string | null): void;
 }
@@ -146,13 +150,23 @@ export class Gate {
    */
   async login(address: string, user: string, password: string, challenge: string): Promise<void> {
     const { users, throttle } = this.#options;
+    // Credentials verified moments ago pass even while the address is throttled: a
+    // neighbour behind the same address or proxy cannot lock a signed-in user out.
+    if (users?.recentlyVerified(user, password)) return;
     const wait = throttle.check(address, user);
     if (wait > 0) {
       throw new OciError("TOOMANYREQUESTS", "Too many failed logins; try again later", {
         headers: { "Retry-After": String(Math.ceil(wait)) },
       });
     }
-    if (users && await users.verify(user, password)) {
+    throttle.begin(address);
+    let ok;
+    try {
+      ok = users !== null && await users.verify(user, password);
+    } finally {
+      throttle.end(address);
+    }
+    if (ok) {
       throttle.succeeded(address, user);
       return;
     }
@@ -192,11 +206,15 @@ export class Gate {
         }
         try {
           const { subject, access } = await tokens.verify(credentials.token);
-          return { user: subject === "" ? null : subject, access };
+          // Berth's own tokens end with their user: a removed user's are refused at once.
+          const gone = this.#options.ownIssuer && subject !== "" &&
+            this.#options.users?.fingerprint(subject) === null;
+          if (!gone) return { user: subject === "" ? null : subject, access };
         } catch {
-          throttle.failed(address, null);
-          throw unauthorized("Invalid or expired token", challenge);
+          // Refused below.
         }
+        throttle.failed(address, null);
+        throw unauthorized("Invalid or expired token", challenge);
       }
     }
     throw unauthorized("Credentials this registry does not accept", challenge);

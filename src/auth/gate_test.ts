@@ -20,16 +20,18 @@ function gate(options: Partial<GateOptions> = {}): Gate {
     mode: "basic",
     users: {
       verify: (user, password) => Promise.resolve(user === "alice" && password === "pw"),
-      fingerprint: () => null,
+      recentlyVerified: () => false,
+      fingerprint: (user) => user === "alice" ? "fp" : null,
     },
     policy: { current: () => Promise.resolve(RULES) },
     tokens: {
       verify(token) {
-        if (!token.startsWith("good-")) return Promise.reject(new Error("bad"));
-        return Promise.resolve({ subject: "alice", access: JSON.parse(atob(token.slice(5))) });
+        const [, subject, access] = /^good-(\w+)-(.*)$/.exec(token) ?? [];
+        if (access === undefined) return Promise.reject(new Error("bad"));
+        return Promise.resolve({ subject: subject!, access: JSON.parse(atob(access)) });
       },
     },
-    throttle: { check: () => 0, failed() {}, succeeded() {} },
+    throttle: { check: () => 0, failed() {}, succeeded() {}, begin() {}, end() {} },
     service: "berth",
     realm: "",
     ownIssuer: true,
@@ -81,7 +83,7 @@ Deno.test("Gate.identify() takes the mode's credentials and refuses the rest wit
     await basic.identify(request("Basic " + btoa("alice:pw")), "1.2.3.4", TARGET),
     { user: "alice", access: null },
   );
-  for (const header of ["Basic " + btoa("alice:no"), "Bearer good-W10=", "Basic ???"]) {
+  for (const header of ["Basic " + btoa("alice:no"), "Bearer good-alice-W10=", "Basic ???"]) {
     const error = await refusedWith(basic.identify(request(header), "1.2.3.4", TARGET));
     assert.equal(error.status, 401, header);
     assert.match(error.options.headers!["WWW-Authenticate"]!, /^Basic /);
@@ -89,9 +91,16 @@ Deno.test("Gate.identify() takes the mode's credentials and refuses the rest wit
   const token = gate({ mode: "token" });
   const access: Access = [{ type: "repository", name: "a", actions: ["pull"] }];
   assert.deepEqual(
-    await token.identify(request(`Bearer good-${btoa(JSON.stringify(access))}`), "1.2.3.4", TARGET),
+    await token.identify(
+      request(`Bearer good-alice-${btoa(JSON.stringify(access))}`),
+      "1.2.3.4",
+      TARGET,
+    ),
     { user: "alice", access },
   );
+  // A user removed from the users file: its tokens from Berth are refused at once.
+  const ghost = `Bearer good-ghost-${btoa(JSON.stringify(access))}`;
+  assert.equal((await refusedWith(token.identify(request(ghost), "1.2.3.4", TARGET))).status, 401);
   const scope = { type: "repository" as const, name: "a", actions: ["pull"] };
   for (const header of ["Bearer bad", "Basic " + btoa("alice:pw")]) {
     const error = await refusedWith(token.identify(request(header), "1.2.3.4", TARGET, [scope]));
@@ -110,13 +119,17 @@ Deno.test("Gate.login() answers 429 with Retry-After while throttled, without ch
   const throttled = gate({
     users: {
       verify: () => Promise.resolve(++checked > 0),
+      recentlyVerified: (user, password) => user === "alice" && password === "cached",
       fingerprint: () => null,
     },
-    throttle: { check: () => 2.5, failed() {}, succeeded() {} },
+    throttle: { check: () => 2.5, failed() {}, succeeded() {}, begin() {}, end() {} },
   });
   const error = await refusedWith(throttled.login("1.2.3.4", "alice", "pw", "Basic"));
   assert.equal(error.status, 429);
   assert.equal(error.options.headers!["Retry-After"], "3");
+  assert.equal(checked, 0);
+  // Credentials verified moments ago still pass: a neighbour cannot lock them out.
+  await throttled.login("1.2.3.4", "alice", "cached", "Basic");
   assert.equal(checked, 0);
 });
 

@@ -163,13 +163,14 @@ export class Htpasswd {
       encoder.encode(user).length > MAX_USER_BYTES ||
       encoder.encode(password).length > MAX_PASSWORD_BYTES
     ) return false;
+    // bcrypt would only read the first 72 bytes: a longer candidate is not the password.
+    // Refused before the user is looked up, so its timing says nothing about who exists.
+    if (encoder.encode(password).length > MAX_BCRYPT_PASSWORD_BYTES) return false;
     const hash = entries.get(user);
     if (hash === undefined) {
       await compare(password, decoyHash(entries)).catch(() => false);
       return false;
     }
-    // bcrypt would only read the first 72 bytes: a longer candidate is not the password.
-    if (encoder.encode(password).length > MAX_BCRYPT_PASSWORD_BYTES) return false;
     const key = sha256([user, password, hash]);
     const now = this.#now();
     const expires = this.#verified.get(key);
@@ -186,6 +187,17 @@ export class Htpasswd {
     const ok = await pending;
     if (ok) this.#remember(key);
     return ok;
+  }
+
+  /**
+   * Whether `user` and `password` were verified within the cache's lifetime
+   * against the entry the file holds now: a lookup, no bcrypt.
+   */
+  recentlyVerified(user: string, password: string): boolean {
+    const hash = this.#file.value.get(user);
+    if (hash === undefined) return false;
+    const expires = this.#verified.get(sha256([user, password, hash]));
+    return expires !== undefined && expires > this.#now();
   }
 
   /**

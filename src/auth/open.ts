@@ -33,6 +33,8 @@ export interface Auth {
   issuer: TokenIssuing | null;
   /** A user's current password fingerprint (refresh tokens carry it). */
   fingerprint(user: string): string | null;
+  /** Whether `fingerprint` is the user's current one, compared in constant time. */
+  fingerprintMatches(user: string, fingerprint: string): boolean;
 }
 
 /** Reads the files `config` names and builds its {@linkcode Auth}. Throws with a one-line message. */
@@ -94,5 +96,11 @@ export async function openAuth(config: Config, log: Logger): Promise<Auth> {
     realm: config.tokenRealm,
     ownIssuer: config.tokenPublicKeys === "",
   });
-  return { gate, issuer: issuing, fingerprint: (user) => users?.fingerprint(user) ?? null };
+  return {
+    gate,
+    issuer: issuing,
+    fingerprint: (user) => users?.fingerprint(user) ?? null,
+    fingerprintMatches: (user, fingerprint) =>
+      users?.fingerprintMatches(user, fingerprint) ?? false,
+  };
 }

@@ -105,6 +105,8 @@ export class LoginThrottle {
   #users = new Recent<Failures>(MAX_TRACKED);
   /** User to (address key to trusted-until). */
   #trusted = new Recent<Recent<number>>(MAX_TRACKED);
+  /** Address key to checks in flight (bounded by the requests in flight). */
+  #pending = new Map<string, number>();
 
   /** @param options.now The clock, in milliseconds; injectable for tests. */
   constructor(options: { now?: () => number } = {}) {
@@ -120,7 +122,17 @@ export class LoginThrottle {
     user = userKey(user);
     const now = this.#now();
     const key = addressKey(address);
-    let until = this.#addresses.get(key)?.lockedUntil ?? 0;
+    const recent = this.#addresses.get(key);
+    let until = recent?.lockedUntil ?? 0;
+    // Checks in flight count as failures until they end, so a burst of parallel
+    // guesses is held to the same budget as guesses one after another.
+    const pending = this.#pending.get(key) ?? 0;
+    const counted = recent && now - Math.max(recent.last, recent.lockedUntil) < FORGET_AFTER_MS
+      ? recent.count
+      : 0;
+    if (pending > 0 && counted + pending >= ADDRESS_FREE_FAILURES) {
+      until = Math.max(until, now + ADDRESS_BASE_LOCK_MS);
+    }
     if (user !== null && !this.#isTrusted(user, key, now)) {
       until = Math.max(until, this.#users.get(user)?.lockedUntil ?? 0);
     }
@@ -136,6 +148,20 @@ export class LoginThrottle {
     if (user !== null && !this.#isTrusted(user, key, now)) {
       this.#users.touch(user, fail(this.#users.get(user), USER, now));
     }
+  }
+
+  /** Marks a password check from `address` as started; call {@linkcode end} when it is over. */
+  begin(address: string): void {
+    const key = addressKey(address);
+    this.#pending.set(key, (this.#pending.get(key) ?? 0) + 1);
+  }
+
+  /** Marks a password check begun with {@linkcode begin} as over. */
+  end(address: string): void {
+    const key = addressKey(address);
+    const left = (this.#pending.get(key) ?? 1) - 1;
+    if (left > 0) this.#pending.set(key, left);
+    else this.#pending.delete(key);
   }
 
   /** Records a successful login: clears the user's failures and trusts the address for it. */

@@ -129,3 +129,17 @@ Deno.test("addressKey() keeps IPv4 and reduces IPv6 to its /64", () => {
   ];
   for (const [address, key] of cases) assert.equal(addressKey(address), key, address);
 });
+
+Deno.test("LoginThrottle.check() counts checks in flight, so parallel guesses get the same budget", () => {
+  const { t } = throttle();
+  for (let i = 0; i < ADDRESS_FREE_FAILURES - 1; i++) {
+    assert.equal(t.check("192.0.2.9", "alice"), 0, `check ${i}`);
+    t.begin("192.0.2.9");
+  }
+  assert.equal(t.check("192.0.2.9", "alice"), 0, "the budget's last check");
+  t.begin("192.0.2.9");
+  assert.ok(t.check("192.0.2.9", "alice") > 0, "over the budget while they are in flight");
+  assert.equal(t.check("192.0.2.10", "bob"), 0, "other addresses are not held");
+  for (let i = 0; i < ADDRESS_FREE_FAILURES; i++) t.end("192.0.2.9");
+  assert.equal(t.check("192.0.2.9", "alice"), 0, "they ended well: nothing counted");
+});

@@ -19,6 +19,7 @@ import {
   referrerKey,
   repoKey,
   schemaKey,
+  secretKey,
   tagClockKey,
   tagKey,
   tagsByDigestKey,
@@ -51,6 +52,7 @@ export interface AuditKeyParts {
   upload_parts: { uploadId: string; index: number };
   upload_counts: { name: string };
   upload_total: Record<never, never>;
+  secrets: { name: string };
   schema: Record<never, never>;
   schema_migration: Record<never, never>;
   manifest_epochs: { name: string; digest: Digest };
@@ -133,6 +135,7 @@ const LAYOUT: { [F in AuditFamily]: readonly [keyof AuditKeyParts[F], PartKind][
   upload_parts: [["uploadId", "string"], ["index", "index"]],
   upload_counts: [["name", "string"]],
   upload_total: [],
+  secrets: [["name", "string"]],
   schema: [],
   schema_migration: [],
   manifest_epochs: [["name", "string"], ["digest", "digest"]],
@@ -195,6 +198,8 @@ function kvKey(key: AuditKey): Deno.KvKey {
       return uploadCountKey(key.name);
     case "upload_total":
       return uploadTotalKey();
+    case "secrets":
+      return secretKey(key.name);
     case "schema":
       return schemaKey();
     case "schema_migration":

@@ -142,6 +142,7 @@ export const uploadPartsPrefix = (uploadId: string) => ["upload_parts", uploadId
 export const allUploadParts = () => ["upload_parts"] as const;
 export const uploadCountKey = (name: string) => ["upload_counts", name] as const;
 export const uploadTotalKey = () => ["upload_total"] as const;
+export const secretKey = (name: string) => ["secrets", name] as const;
 export const schemaKey = () => ["schema"] as const;
 export const migrationKey = () => ["schema_migration"] as const;
 /** Schema version 1 only (removed by the migration to 2): bumped when a tag left a manifest. */
@@ -162,6 +163,7 @@ export const FAMILIES = [
   "upload_parts",
   "upload_counts",
   "upload_total",
+  "secrets",
   "schema",
   "schema_migration",
 ] as const;

@@ -35,6 +35,7 @@ import {
   refsPages,
   repoKey,
   reposPrefix,
+  secretKey,
   tagClockKey,
   tagKey,
   type TagRecord,
@@ -158,6 +159,12 @@ export interface MetadataStore {
   scanUploads(): AsyncIterable<UploadSession>;
   /** Removes acknowledged-part records whose session is gone; how many sessions' worth. */
   sweepOrphanParts(): Promise<number>;
+
+  /**
+   * A random 32-byte secret of this store named `name`, made on first use
+   * and the same for every process sharing the store (sealed cursors).
+   */
+  secret(name: string): Promise<Uint8Array>;
 
   /** Scans and checked repairs of every key family, for fsck: see `audit.ts`. */
   audit(): MetadataAudit;
@@ -535,6 +542,16 @@ export class KvMetadataStore implements MetadataStore {
           .set(blobReposKey(digest, name), true);
       });
       return ok ? size : RETRY;
+    });
+  }
+
+  secret(name: string): Promise<Uint8Array> {
+    return this.kv.transact("secret", async () => {
+      const entry = await this.kv.get<Uint8Array>(secretKey(name));
+      if (entry.value !== null) return entry.value;
+      const value = crypto.getRandomValues(new Uint8Array(32));
+      const ok = await this.kv.commit((op) => op.check(entry).set(secretKey(name), value));
+      return ok ? value : RETRY;
     });
   }
 

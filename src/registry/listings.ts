@@ -9,7 +9,9 @@ import type { Digest } from "../oci/digest.ts";
 import type { Page } from "../meta/metadata_store.ts";
 import type { ReferrerDescriptor } from "../meta/keys.ts";
 import type { RegistryContext } from "./context.ts";
+import { SealedCursors } from "./cursor.ts";
 import { nameUnknown } from "./errors.ts";
+import { OciError } from "../oci/errors.ts";
 
 /** Most repository names one catalog page reads, shown or hidden. */
 export const CATALOG_SCAN = 10_000;
@@ -20,9 +22,11 @@ export type ListPage<T> = Page<T> & { n: number };
 /** The listing operations of the registry. */
 export class Listings {
   readonly #ctx: RegistryContext;
+  readonly #cursors: SealedCursors;
 
   constructor(ctx: RegistryContext) {
     this.#ctx = ctx;
+    this.#cursors = new SealedCursors(ctx.meta);
   }
 
   /**
@@ -51,6 +55,8 @@ export class Listings {
    * them). Hidden names are skipped, but at most {@linkcode CATALOG_SCAN}
    * names are read per page: a caller who may see few of many repositories
    * gets a short page and a link onwards, so a page costs the same for all.
+   * That link's cursor is then a hidden name, so it is sealed (see
+   * `cursor.ts`); `last` may be one.
    */
   async catalog(
     n: number | undefined,
@@ -61,6 +67,12 @@ export class Listings {
     if (size === 0) return { items: [], n: size };
     const items: string[] = [];
     let cursor = last;
+    if (last !== undefined && SealedCursors.isSealed(last)) {
+      cursor = await this.#cursors.open(last) ?? undefined;
+      if (cursor === undefined) {
+        throw new OciError("PAGINATION_NUMBER_INVALID", "Invalid or expired last cursor");
+      }
+    }
     let scanned = 0;
     while (true) {
       const batch = Math.min(Math.max(size - items.length, 100), CATALOG_SCAN - scanned);
@@ -71,7 +83,8 @@ export class Listings {
         if (shows(repo)) items.push(repo);
         const more = page.next !== undefined || repo !== page.items.at(-1);
         if (items.length === size || (scanned === CATALOG_SCAN && more)) {
-          return { items, ...(more ? { next: repo } : {}), n: size };
+          if (!more) return { items, n: size };
+          return { items, next: shows(repo) ? repo : await this.#cursors.seal(repo), n: size };
         }
       }
       if (page.next === undefined) return { items, n: size };

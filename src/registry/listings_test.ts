@@ -9,6 +9,7 @@ import { defaultConfig } from "../config.ts";
 import { KvMetadataStore } from "../meta/metadata_store.ts";
 import { makeDigest } from "../oci/digest.ts";
 import { FsBlobStore } from "../storage/fs_blob_store.ts";
+import { OciError } from "../oci/errors.ts";
 import { CATALOG_SCAN } from "./listings.ts";
 import { Registry } from "./registry.ts";
 
@@ -58,9 +59,19 @@ Deno.test("Listings.catalog() reads at most CATALOG_SCAN names per page and link
     const onlyLast = (repo: string) => repo === `r${String(CATALOG_SCAN + 4).padStart(6, "0")}`;
     const first = await registry.listings.catalog(10, undefined, onlyLast);
     assert.deepEqual(first.items, []);
-    assert.equal(first.next, `r${String(CATALOG_SCAN - 1).padStart(6, "0")}`);
+    // The cursor is a hidden name: sealed, it reveals nothing.
+    assert.match(first.next!, /^~[A-Za-z0-9_-]+$/);
+    assert.ok(!first.next!.includes("r0"));
     const second = await registry.listings.catalog(10, first.next, onlyLast);
     assert.deepEqual(second.items, [`r${String(CATALOG_SCAN + 4).padStart(6, "0")}`]);
     assert.equal(second.next, undefined);
+    // A sealed cursor made up or tampered with is refused.
+    const tampered = first.next!.slice(0, -2) + (first.next!.endsWith("A") ? "BB" : "AA");
+    for (const last of [tampered, "~", "~abc", "~!!"]) {
+      await assert.rejects(
+        () => registry.listings.catalog(10, last, onlyLast),
+        (error) => error instanceof OciError && error.code === "PAGINATION_NUMBER_INVALID",
+      );
+    }
   });
 });

@@ -47,6 +47,8 @@ export interface TokenDeps {
   issuer: TokenIssuing;
   /** The current fingerprint of a user's password entry, null for no such user. */
   fingerprint(user: string): string | null;
+  /** Whether `fingerprint` is the user's current one, compared in constant time. */
+  fingerprintMatches(user: string, fingerprint: string): boolean;
   service: string;
   bodyTimeoutMs: number;
   /** Records a decision that refused or granted more than pull. */
@@ -123,6 +125,17 @@ export function tokenRoutes(deps: TokenDeps): Route[] {
 
   const address = (ctx: RouteContext) => ctx.remoteAddr?.hostname ?? "unknown";
   const basicChallenge = `Basic realm="${service}",charset="UTF-8"`;
+  /** Checks a password, recording a refusal in the audit log. */
+  const login = async (ctx: RouteContext, user: string, password: string) => {
+    try {
+      await gate.login(address(ctx), user, password, basicChallenge);
+    } catch (error) {
+      const throttled = error instanceof OciError && error.status === 429;
+      const remote = ctx.remoteAddr?.hostname ?? null;
+      deps.audit({ user, remote, scope: "login", result: throttled ? "throttled" : "refused" });
+      throw error;
+    }
+  };
 
   return [
     route("token", "GET /token", async (ctx) => {
@@ -131,7 +144,7 @@ export function tokenRoutes(deps: TokenDeps): Route[] {
       const credentials = parseAuthorization(req.headers.get("authorization"));
       let user: string | null = null;
       if (credentials.scheme === "basic") {
-        await gate.login(address(ctx), credentials.user, credentials.password, basicChallenge);
+        await login(ctx, credentials.user, credentials.password);
         user = credentials.user;
       } else if (credentials.scheme !== "none") {
         throw new OciError("UNAUTHORIZED", "The token endpoint takes Basic credentials", {
@@ -157,7 +170,7 @@ export function tokenRoutes(deps: TokenDeps): Route[] {
       const grantType = form.get("grant_type");
       if (grantType === "password") {
         const user = form.get("username") ?? "";
-        await gate.login(address(ctx), user, form.get("password") ?? "", basicChallenge);
+        await login(ctx, user, form.get("password") ?? "");
         return await respond(ctx, user, asked, offline);
       }
       if (grantType === "refresh_token") {
@@ -173,7 +186,7 @@ export function tokenRoutes(deps: TokenDeps): Route[] {
 async function refreshUser(deps: TokenDeps, token: string, address: string): Promise<string> {
   try {
     const { subject, fingerprint } = await deps.issuer.verifyRefresh(token);
-    if (deps.fingerprint(subject) === fingerprint) return subject;
+    if (deps.fingerprintMatches(subject, fingerprint)) return subject;
   } catch {
     // Refused below, as a wrong password is.
   }
