@@ -165,6 +165,25 @@ Deno.test("failed logins are throttled per address with 429 and Retry-After, bef
   assert.equal(right.status, 429);
 });
 
+Deno.test("parallel guesses are held to the same budget, and a signed-in neighbour is not locked out", async () => {
+  const { htpasswd } = await usersDir();
+  await using reg = await startRegistry({ htpasswd });
+  const get = async (user: string, password: string) => {
+    const res = await reg.fetch("/v2/", { headers: { Authorization: basic(user, password) } });
+    await res.body?.cancel();
+    return res.status;
+  };
+  assert.equal(await get("alice", "alice-pw"), 200);
+  const burst = await Promise.all(Array.from({ length: 30 }, (_, i) => get("mallory", `g${i}`)));
+  assert.ok(burst.filter((s) => s === 401).length <= 10, burst.join(","));
+  assert.ok(burst.includes(429), burst.join(","));
+  // The next failure locks the address; alice's working credentials (verified a moment
+  // ago) still pass.
+  await get("mallory", "another");
+  assert.equal(await get("mallory", "yet another"), 429);
+  assert.equal(await get("alice", "alice-pw"), 200);
+});
+
 Deno.test("hostile Authorization headers get 400 or 401, never a 500", async () => {
   const { htpasswd } = await usersDir();
   for (const auth of ["basic", "token"] as const) {

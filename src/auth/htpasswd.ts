@@ -194,6 +194,8 @@ export class Htpasswd {
    * against the entry the file holds now: a lookup, no bcrypt.
    */
   recentlyVerified(user: string, password: string): boolean {
+    // Start a look at the file (at most once a second), so an edit ends the cached success.
+    void this.#file.current();
     const hash = this.#file.value.get(user);
     if (hash === undefined) return false;
     const expires = this.#verified.get(sha256([user, password, hash]));
