@@ -13,6 +13,9 @@
  *   where the connection guard's cost per connection (accept, connect to the
  *   internal server, its accept) shows.
  * - tags list: one page of 100 from a repository of 100 tags and of 10,000.
+ * - authentication: the manifest GET with Basic credentials (bcrypt cost 10,
+ *   checked once and then remembered) and with a Bearer token (verified once,
+ *   then remembered), against the anonymous one.
  *
  * Options: `--size-mib N` (default 512), `--requests N` (default 20000),
  * `--berth-args "..."` (passed to `berth serve`, e.g. `--berth-args="--idle-timeout 0"` to
@@ -22,6 +25,7 @@
  */
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
+import { hashSync } from "bcryptjs";
 import { spawnRegistry } from "../tests/_registry.ts";
 
 const { values } = parseArgs({
@@ -396,6 +400,60 @@ async function main() {
       `repo of 100 tags ${small.toFixed(0)} req/s`,
       large / small,
     );
+
+    // Authentication: the same manifest GET with credentials, against the anonymous one.
+    const users = `${dir}/htpasswd`;
+    await Deno.writeTextFile(users, `bench:${hashSync("bench-pw", 10)}\n`);
+    const basicAuth = `Basic ${btoa("bench:bench-pw")}`;
+    for (const mode of ["basic", "token"] as const) {
+      const args = ["--data", `${dir}/${mode}`, "--htpasswd", users, ...extra];
+      await using secured = await spawnRegistry(
+        mode === "token" ? [...args, "--auth", "token"] : args,
+        {
+          BERTH_LOG_LEVEL: "warn",
+        },
+      );
+      let authorization = basicAuth;
+      if (mode === "token") {
+        const res = await fetch(
+          `${secured.url}/token?service=berth&scope=repository:bench:pull,push`,
+          {
+            headers: { Authorization: basicAuth },
+          },
+        );
+        authorization = `Bearer ${(await res.json()).token}`;
+      }
+      const headers = { Authorization: authorization };
+      await (await fetch(`${secured.url}/v2/bench/blobs/uploads/?digest=${cfgDigest}`, {
+        method: "POST",
+        headers,
+        body: config,
+      })).body?.cancel();
+      const put = await fetch(`${secured.url}/v2/bench/manifests/latest`, {
+        method: "PUT",
+        headers: { ...headers, "Content-Type": "application/vnd.oci.image.manifest.v1+json" },
+        body: JSON.stringify({ ...JSON.parse(manifest), layers: [] }),
+      });
+      await put.body?.cancel();
+      if (put.status !== 201) throw new Error(`${mode} manifest PUT: ${put.status}`);
+      const url = `${secured.url}/v2/bench/manifests/latest`;
+      const anonymousUrl = `${reg.url}/v2/bench/manifests/latest`;
+      await load([url], 2000, { headers });
+      // Interleaved, best of two each, so a busy moment of the machine hurts neither side.
+      let rate = 0;
+      let anonymous = 0;
+      for (let round = 0; round < 2; round++) {
+        anonymous = Math.max(anonymous, await load([anonymousUrl], REQUESTS));
+        rate = Math.max(rate, await load([url], REQUESTS, { headers }));
+      }
+      row(
+        `manifest GET by tag, ${mode === "basic" ? "Basic credentials" : "a Bearer token"}`,
+        `${rate.toFixed(0)} req/s`,
+        `anonymous, no authentication ${anonymous.toFixed(0)} req/s`,
+        rate / anonymous,
+      );
+      await secured.stop();
+    }
   } finally {
     await reg.stop();
     await Deno.remove(dir, { recursive: true });
