@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import type { AuthMode } from "../config.ts";
 import { OciError } from "../oci/errors.ts";
 import { parseAuthorization } from "./credentials.ts";
@@ -23,8 +24,6 @@ import { type Access, grants } from "./tokens.ts";
 /** The users file, as the gate needs it. */
 export interface UserStore {
   verify(user: string, password: string): Promise<boolean>;
-  /** Whether this user and password were verified moments ago (no bcrypt, no wait). */
-  recentlyVerified(user: string, password: string): boolean;
   /** A short hash of the user's entry (changes with the password); null for no such user. */
   fingerprint(user: string): string | null;
 }
@@ -48,8 +47,8 @@ export interface TokenCheck {
 /** Failed-login throttling, as the gate needs it. */
 export interface Throttle {
   check(address: string, user: string | null): number;
-  begin(address: string): void;
-  end(address: string): void;
+  begin(address: string, credential: string): void;
+  end(address: string, credential: string): void;
   failed(address: string, user: string | null): void;
   succeeded(address: string, user: string | null): void;
 }
@@ -98,6 +97,12 @@ const ALL: readonly Action[] = ["pull", "push", "delete"];
 const ANYONE: PolicyRules = { allowed: () => new Set(ALL) };
 const DEFAULT_POLICY: PolicyRules = { allowed: (user) => new Set(user === null ? [] : ALL) };
 
+function tooMany(waitS: number): OciError {
+  return new OciError("TOOMANYREQUESTS", "Too many failed logins; try again later", {
+    headers: { "Retry-After": String(Math.ceil(waitS)) },
+  });
+}
+
 function unauthorized(message: string, challenge: string): OciError {
   return new OciError("UNAUTHORIZED", message, { headers: { "WWW-Authenticate": challenge } });
 }
@@ -119,6 +124,11 @@ export class Gate {
 
   get mode(): AuthMode {
     return this.#options.mode;
+  }
+
+  /** Whether Berth issues the tokens it accepts (mode token without an external issuer). */
+  get ownIssuer(): boolean {
+    return this.#options.mode === "token" && this.#options.ownIssuer;
   }
 
   /** The realm clients get tokens from. */
@@ -150,21 +160,16 @@ export class Gate {
    */
   async login(address: string, user: string, password: string, challenge: string): Promise<void> {
     const { users, throttle } = this.#options;
-    // Credentials verified moments ago pass even while the address is throttled: a
-    // neighbour behind the same address or proxy cannot lock a signed-in user out.
-    if (users?.recentlyVerified(user, password)) return;
     const wait = throttle.check(address, user);
-    if (wait > 0) {
-      throw new OciError("TOOMANYREQUESTS", "Too many failed logins; try again later", {
-        headers: { "Retry-After": String(Math.ceil(wait)) },
-      });
-    }
-    throttle.begin(address);
+    if (wait > 0) throw tooMany(wait);
+    // The same user and password checked in parallel count once while in flight.
+    const credential = createHash("sha256").update(JSON.stringify([user, password])).digest("hex");
+    throttle.begin(address, credential);
     let ok;
     try {
       ok = users !== null && await users.verify(user, password);
     } finally {
-      throttle.end(address);
+      throttle.end(address, credential);
     }
     if (ok) {
       throttle.succeeded(address, user);
@@ -198,12 +203,7 @@ export class Gate {
         return { user: credentials.user, access: null };
       case "bearer": {
         if (mode !== "token" || !tokens) break;
-        const wait = throttle.check(address, null);
-        if (wait > 0) {
-          throw new OciError("TOOMANYREQUESTS", "Too many failed logins; try again later", {
-            headers: { "Retry-After": String(Math.ceil(wait)) },
-          });
-        }
+        // A valid token passes whatever its address did; only failures meet the throttle.
         try {
           const { subject, access } = await tokens.verify(credentials.token);
           // Berth's own tokens end with their user: a removed user's are refused at once.
@@ -213,6 +213,8 @@ export class Gate {
         } catch {
           // Refused below.
         }
+        const wait = throttle.check(address, null);
+        if (wait > 0) throw tooMany(wait);
         throttle.failed(address, null);
         throw unauthorized("Invalid or expired token", challenge);
       }

@@ -190,19 +190,6 @@ export class Htpasswd {
   }
 
   /**
-   * Whether `user` and `password` were verified within the cache's lifetime
-   * against the entry the file holds now: a lookup, no bcrypt.
-   */
-  recentlyVerified(user: string, password: string): boolean {
-    // Start a look at the file (at most once a second), so an edit ends the cached success.
-    void this.#file.current();
-    const hash = this.#file.value.get(user);
-    if (hash === undefined) return false;
-    const expires = this.#verified.get(sha256([user, password, hash]));
-    return expires !== undefined && expires > this.#now();
-  }
-
-  /**
    * A short hash of `user`'s current entry, or null for an unknown user: it
    * changes when the password does, so tokens can carry it and be revoked.
    * It is that of the version last read: `await refresh()` before it to see

@@ -240,19 +240,3 @@ Deno.test("constantTimeEqual() compares strings of any length", () => {
   assert.equal(constantTimeEqual("", ""), true);
   assert.equal(constantTimeEqual("", "a"), false);
 });
-
-Deno.test("Htpasswd.recentlyVerified() knows successes of the last minute for the entry in the file now", async () => {
-  await using t = await htpasswdFile(`alice:${ALICE}\n`);
-  assert.equal(t.users.recentlyVerified("alice", "alice-pw"), false, "nothing verified yet");
-  assert.equal(await t.users.verify("alice", "alice-pw"), true);
-  assert.equal(t.users.recentlyVerified("alice", "alice-pw"), true);
-  assert.equal(t.users.recentlyVerified("alice", "wrong"), false);
-  assert.equal(t.users.recentlyVerified("bob", "alice-pw"), false);
-  t.tick(61_000);
-  assert.equal(t.users.recentlyVerified("alice", "alice-pw"), false, "the success expired");
-  assert.equal(await t.users.verify("alice", "alice-pw"), true);
-  await Deno.writeTextFile(t.path, `alice:${hashSync("new-pw", FAST)}\n`);
-  t.tick(1000);
-  await t.users.refresh();
-  assert.equal(t.users.recentlyVerified("alice", "alice-pw"), false, "a new password ends it");
-});

@@ -11,8 +11,14 @@
  *   failure locks the user out for 1 s, doubling up to 30 s only, so a
  *   bystander who knows a user name cannot lock its owner out for long.
  * - An address from which the user signed in within the last 24 hours (the
- *   16 most recent per user) is trusted for that user: the user lock does not
- *   apply to it, and its failures do not count against the user.
+ *   16 most recent per user) is trusted for that user: neither the address's
+ *   lock nor the user's applies to it, so a neighbour behind the same NAT or
+ *   proxy cannot lock the user out there; instead the pair has a budget of
+ *   its own, as an address does (10 failures, then 1 s doubling to 5 min),
+ *   and its failures count against the address, not the user.
+ * - Checks still in flight count as failures until they end, each distinct
+ *   credential once, so parallel guesses get the same budget as guesses in a
+ *   row and parallel requests with the same password are not held.
  * - A success clears the user's failures but not the address's: an account
  *   of one's own must not buy more guesses at others.
  * - At most 10,000 addresses and 10,000 users are tracked; the least recently
@@ -105,8 +111,10 @@ export class LoginThrottle {
   #users = new Recent<Failures>(MAX_TRACKED);
   /** User to (address key to trusted-until). */
   #trusted = new Recent<Recent<number>>(MAX_TRACKED);
-  /** Address key to checks in flight (bounded by the requests in flight). */
-  #pending = new Map<string, number>();
+  /** Address key to the distinct credentials being checked now, and how many checks each. */
+  #pending = new Map<string, Map<string, number>>();
+  /** `user address-key` to the failures of a trusted pair (its own budget). */
+  #pairs = new Recent<Failures>(MAX_TRACKED);
 
   /** @param options.now The clock, in milliseconds; injectable for tests. */
   constructor(options: { now?: () => number } = {}) {
@@ -122,21 +130,24 @@ export class LoginThrottle {
     user = userKey(user);
     const now = this.#now();
     const key = addressKey(address);
+    // An address the user signed in from lately has a budget of its own for that user:
+    // neither the address's lock (a neighbour behind the same NAT) nor the user's holds it.
+    if (user !== null && this.#isTrusted(user, key, now)) {
+      return wait(this.#pairs.get(pairKey(user, key))?.lockedUntil ?? 0, now);
+    }
     const recent = this.#addresses.get(key);
     let until = recent?.lockedUntil ?? 0;
-    // Checks in flight count as failures until they end, so a burst of parallel
-    // guesses is held to the same budget as guesses one after another.
-    const pending = this.#pending.get(key) ?? 0;
+    // Checks in flight count as failures until they end (each distinct credential once),
+    // so a burst of parallel guesses is held to the same budget as guesses in a row.
+    const pending = this.#pending.get(key)?.size ?? 0;
     const counted = recent && now - Math.max(recent.last, recent.lockedUntil) < FORGET_AFTER_MS
       ? recent.count
       : 0;
     if (pending > 0 && counted + pending >= ADDRESS_FREE_FAILURES) {
       until = Math.max(until, now + ADDRESS_BASE_LOCK_MS);
     }
-    if (user !== null && !this.#isTrusted(user, key, now)) {
-      until = Math.max(until, this.#users.get(user)?.lockedUntil ?? 0);
-    }
-    return until > now ? Math.ceil((until - now) / 1000) : 0;
+    if (user !== null) until = Math.max(until, this.#users.get(user)?.lockedUntil ?? 0);
+    return wait(until, now);
   }
 
   /** Records a failed login from `address` as `user`. */
@@ -145,23 +156,35 @@ export class LoginThrottle {
     const now = this.#now();
     const key = addressKey(address);
     this.#addresses.touch(key, fail(this.#addresses.get(key), ADDRESS, now));
-    if (user !== null && !this.#isTrusted(user, key, now)) {
+    if (user === null) return;
+    if (this.#isTrusted(user, key, now)) {
+      const pair = pairKey(user, key);
+      this.#pairs.touch(pair, fail(this.#pairs.get(pair), ADDRESS, now));
+    } else {
       this.#users.touch(user, fail(this.#users.get(user), USER, now));
     }
   }
 
-  /** Marks a password check from `address` as started; call {@linkcode end} when it is over. */
-  begin(address: string): void {
+  /**
+   * Marks a check of `credential` (an opaque key: the same for the same user
+   * and password) from `address` as started; {@linkcode end} when it is over.
+   */
+  begin(address: string, credential: string): void {
     const key = addressKey(address);
-    this.#pending.set(key, (this.#pending.get(key) ?? 0) + 1);
+    const checks = this.#pending.get(key) ?? new Map<string, number>();
+    checks.set(credential, (checks.get(credential) ?? 0) + 1);
+    this.#pending.set(key, checks);
   }
 
-  /** Marks a password check begun with {@linkcode begin} as over. */
-  end(address: string): void {
+  /** Marks a check begun with {@linkcode begin} as over. */
+  end(address: string, credential: string): void {
     const key = addressKey(address);
-    const left = (this.#pending.get(key) ?? 1) - 1;
-    if (left > 0) this.#pending.set(key, left);
-    else this.#pending.delete(key);
+    const checks = this.#pending.get(key);
+    if (!checks) return;
+    const left = (checks.get(credential) ?? 1) - 1;
+    if (left > 0) checks.set(credential, left);
+    else checks.delete(credential);
+    if (checks.size === 0) this.#pending.delete(key);
   }
 
   /** Records a successful login: clears the user's failures and trusts the address for it. */
@@ -170,6 +193,7 @@ export class LoginThrottle {
     if (user === null) return;
     const now = this.#now();
     this.#users.delete(user);
+    this.#pairs.delete(pairKey(user, addressKey(address)));
     const trusted = this.#trusted.get(user) ?? new Recent<number>(TRUSTED_PER_USER);
     trusted.touch(addressKey(address), now + TRUST_MS);
     this.#trusted.touch(user, trusted);
@@ -178,6 +202,14 @@ export class LoginThrottle {
   #isTrusted(user: string, key: string, now: number): boolean {
     return (this.#trusted.get(user)?.get(key) ?? 0) > now;
   }
+}
+
+function pairKey(user: string, key: string): string {
+  return `${user} ${key}`;
+}
+
+function wait(until: number, now: number): number {
+  return until > now ? Math.ceil((until - now) / 1000) : 0;
 }
 
 /** Bounds the memory a made-up user name can take (real ones are at most 256 bytes). */

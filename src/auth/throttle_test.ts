@@ -98,7 +98,7 @@ Deno.test("LoginThrottle.succeeded() clears the user's failures but not the addr
   assert.equal(t.check("198.51.100.251", "alice"), 0, "alice's failures were cleared");
   t.failed("192.0.2.1", "carol");
   assert.equal(t.check("192.0.2.1", "carol"), 1, "the address kept its count");
-  assert.equal(t.check("192.0.2.1", "bob"), 1, "trust does not lift an address lock");
+  assert.equal(t.check("192.0.2.1", "bob"), 0, "bob's own pair keeps its own budget");
 });
 
 Deno.test("LoginThrottle.check() counts IPv6 addresses per /64", () => {
@@ -130,16 +130,39 @@ Deno.test("addressKey() keeps IPv4 and reduces IPv6 to its /64", () => {
   for (const [address, key] of cases) assert.equal(addressKey(address), key, address);
 });
 
-Deno.test("LoginThrottle.check() counts checks in flight, so parallel guesses get the same budget", () => {
+Deno.test("LoginThrottle.check() counts checks in flight, each credential once, so parallel guesses get the same budget", () => {
   const { t } = throttle();
   for (let i = 0; i < ADDRESS_FREE_FAILURES - 1; i++) {
     assert.equal(t.check("192.0.2.9", "alice"), 0, `check ${i}`);
-    t.begin("192.0.2.9");
+    t.begin("192.0.2.9", `guess ${i}`);
   }
+  // The same credential again (parallel requests with one password) adds nothing.
+  t.begin("192.0.2.9", "guess 0");
   assert.equal(t.check("192.0.2.9", "alice"), 0, "the budget's last check");
-  t.begin("192.0.2.9");
+  t.begin("192.0.2.9", "guess last");
   assert.ok(t.check("192.0.2.9", "alice") > 0, "over the budget while they are in flight");
   assert.equal(t.check("192.0.2.10", "bob"), 0, "other addresses are not held");
-  for (let i = 0; i < ADDRESS_FREE_FAILURES; i++) t.end("192.0.2.9");
+  for (let i = 0; i < ADDRESS_FREE_FAILURES - 1; i++) t.end("192.0.2.9", `guess ${i}`);
+  t.end("192.0.2.9", "guess 0");
+  t.end("192.0.2.9", "guess last");
   assert.equal(t.check("192.0.2.9", "alice"), 0, "they ended well: nothing counted");
+});
+
+Deno.test("LoginThrottle.check() gives a user's trusted address a budget of its own", () => {
+  const { t, tick } = throttle();
+  t.succeeded("192.0.2.9", "alice");
+  // A neighbour behind the same address fails often: the address is locked for others...
+  for (let i = 0; i < ADDRESS_FREE_FAILURES + 3; i++) t.failed("192.0.2.9", "mallory");
+  assert.ok(t.check("192.0.2.9", "mallory") > 0);
+  assert.ok(t.check("192.0.2.9", null) > 0);
+  // ...but not for alice there.
+  assert.equal(t.check("192.0.2.9", "alice"), 0);
+  // Guessing alice's password from there meets the pair's own budget.
+  for (let i = 0; i < ADDRESS_FREE_FAILURES; i++) t.failed("192.0.2.9", "alice");
+  assert.equal(t.check("192.0.2.9", "alice"), 0, "ten failures are free");
+  t.failed("192.0.2.9", "alice");
+  assert.ok(t.check("192.0.2.9", "alice") > 0, "then it backs off");
+  tick(2000);
+  t.succeeded("192.0.2.9", "alice");
+  assert.equal(t.check("192.0.2.9", "alice"), 0, "a success clears the pair");
 });

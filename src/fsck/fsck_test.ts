@@ -25,6 +25,7 @@ import {
   referrerKey,
   repoKey,
   schemaKey,
+  secretKey,
   tagClockKey,
   tagKey,
   tagsByDigestKey,
@@ -302,6 +303,8 @@ Deno.test("fsck() reports every kind of damage, --repair fixes it, and a second 
         size: (await Deno.stat(blobs.blobPath(a.config))).size,
         createdAt: 1,
       });
+      // 18. A secret that is not 32 bytes.
+      await kv.set(secretKey("cursor"), "not bytes");
       // Leftovers (not problems): a temp file and an upload directory of no session.
       await Deno.writeTextFile(join(dir, "tmp", "leftover"), "half a manifest");
       await Deno.mkdir(join(dir, "uploads", "put-leftover"));
@@ -332,6 +335,7 @@ Deno.test("fsck() reports every kind of damage, --repair fixes it, and a second 
       ["repo counter", /upload_counts lib\/app is 5, but 1 session is open/],
       ["total counter", /upload_total is 9, but 2 sessions are open/],
       ["missing repo", /repository other has content but no repos entry/],
+      ["bad secret", /secret \["cursor"\] is not 32 bytes under a name/],
     ];
     const check = await run(config, false);
     assert.equal(check.code, 1);

@@ -16,6 +16,7 @@ import { manifestRecords, manifestRefs, strayManifestRefs } from "./checks/manif
 import { pullableImages } from "./checks/references.ts";
 import { referrers, subjectsIndexed } from "./checks/referrers.ts";
 import { repositories } from "./checks/repos.ts";
+import { secrets } from "./checks/secrets.ts";
 import { legacyEpochs, schemaMigration, schemaVersion } from "./checks/schema.ts";
 import { taggedManifestsIndexed, tagReverseEntries, tags } from "./checks/tags.ts";
 import { orphanParts, uploadSessions } from "./checks/uploads.ts";
@@ -48,6 +49,7 @@ export const INVARIANTS: readonly Invariant[] = [
   uploadCounters,
   tagClocks,
   repositories,
+  secrets,
   leftovers,
 ];
 

@@ -133,11 +133,12 @@ export function authorize(gate: Gate, log: Logger, https: boolean): Step {
       audit(ctx, identity.user, repo, need, anonymous ? "unauthenticated" : "denied");
       throw await gate.refusal(identity, need, scopes, target);
     }
-    // A mount's source: a token that never asked for it may get it (else the handler uploads,
-    // revealing nothing about the source).
+    // A mount's source: a token of Berth's own that never asked for it may get it (else the
+    // handler uploads, revealing nothing about the source). An external issuer may leave a
+    // denied scope out of its tokens altogether, so there the handler just uploads.
     const asked = identity.access?.some((s) => s.type === "repository" && s.name === source);
     if (
-      source !== null && identity.access !== null && !asked &&
+      source !== null && identity.access !== null && !asked && gate.ownIssuer &&
       !ctx.caller.can("pull", source) && await gate.couldGrant(identity.user, "pull", source)
     ) {
       audit(ctx, identity.user, source, "pull", "denied");

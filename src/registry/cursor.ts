@@ -3,7 +3,8 @@
  * not see (the catalog past its scan bound) hands out that name encrypted,
  * so its `Link` reveals nothing. AES-GCM with a 256-bit key kept in the
  * metadata store (made on first use), so every process sharing the store
- * opens every other's cursors. A sealed cursor starts with `~`, which no
+ * opens every other's cursors. The name is padded to 256 bytes first, so all
+ * cursors have one length. A sealed cursor starts with `~`, which no
  * repository name can.
  *
  * @module
@@ -12,6 +13,8 @@ import type { MetadataStore } from "../meta/metadata_store.ts";
 
 const PREFIX = "~";
 const IV_BYTES = 12;
+/** Names are padded to this many bytes before sealing, so a cursor's length says nothing. */
+const PADDED_BYTES = 256;
 
 function toBase64Url(bytes: Uint8Array): string {
   return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_")
@@ -57,10 +60,14 @@ export class SealedCursors {
   /** `name`, sealed. */
   async seal(name: string): Promise<string> {
     const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
+    const plain = new Uint8Array(PADDED_BYTES);
+    const bytes0 = new TextEncoder().encode(name);
+    if (bytes0.length >= PADDED_BYTES) throw new RangeError("Name too long for a cursor");
+    plain.set(bytes0);
     const sealed = await crypto.subtle.encrypt(
       { name: "AES-GCM", iv },
       await this.#cryptoKey(),
-      new TextEncoder().encode(name),
+      plain,
     );
     const bytes = new Uint8Array(IV_BYTES + sealed.byteLength);
     bytes.set(iv);
@@ -78,7 +85,9 @@ export class SealedCursors {
         await this.#cryptoKey(),
         bytes.subarray(IV_BYTES),
       );
-      return new TextDecoder().decode(plain);
+      const bytes0 = new Uint8Array(plain);
+      const end = bytes0.indexOf(0);
+      return new TextDecoder().decode(end === -1 ? bytes0 : bytes0.subarray(0, end));
     } catch {
       return null;
     }

@@ -56,7 +56,7 @@ export class Listings {
    * names are read per page: a caller who may see few of many repositories
    * gets a short page and a link onwards, so a page costs the same for all.
    * That link's cursor is then a hidden name, so it is sealed (see
-   * `cursor.ts`); `last` may be one.
+   * `cursor.ts`); `last` is such a sealed cursor or a name the caller may see.
    */
   async catalog(
     n: number | undefined,
@@ -72,6 +72,9 @@ export class Listings {
       if (cursor === undefined) {
         throw new OciError("PAGINATION_NUMBER_INVALID", "Invalid or expired last cursor");
       }
+    } else if (last !== undefined && !shows(last)) {
+      // Paging from a hidden name would tell where hidden names are: only sealed cursors may.
+      throw new OciError("PAGINATION_NUMBER_INVALID", "Invalid last cursor");
     }
     let scanned = 0;
     while (true) {

@@ -10,6 +10,7 @@ import { KvMetadataStore } from "../meta/metadata_store.ts";
 import { makeDigest } from "../oci/digest.ts";
 import { FsBlobStore } from "../storage/fs_blob_store.ts";
 import { OciError } from "../oci/errors.ts";
+import { SealedCursors } from "./cursor.ts";
 import { CATALOG_SCAN } from "./listings.ts";
 import { Registry } from "./registry.ts";
 
@@ -65,6 +66,19 @@ Deno.test("Listings.catalog() reads at most CATALOG_SCAN names per page and link
     const second = await registry.listings.catalog(10, first.next, onlyLast);
     assert.deepEqual(second.items, [`r${String(CATALOG_SCAN + 4).padStart(6, "0")}`]);
     assert.equal(second.next, undefined);
+    // Every sealed cursor has the same length, whatever the name.
+    const cursors = new SealedCursors(registry.context.meta);
+    const short = await cursors.seal("a");
+    const long = await cursors.seal("a/".repeat(100) + "b");
+    assert.equal(short.length, long.length);
+    assert.equal(await cursors.open(long), "a/".repeat(100) + "b");
+    const other = await registry.listings.catalog(1, "r000000", () => true);
+    assert.equal(other.next, "r000001", "a visible name is a plain cursor");
+    // A plain cursor the caller may not see is refused: it would tell where hidden names are.
+    await assert.rejects(
+      () => registry.listings.catalog(10, "r000123", onlyLast),
+      (error) => error instanceof OciError && error.code === "PAGINATION_NUMBER_INVALID",
+    );
     // A sealed cursor made up or tampered with is refused.
     const tampered = first.next!.slice(0, -2) + (first.next!.endsWith("A") ? "BB" : "AA");
     for (const last of [tampered, "~", "~abc", "~!!"]) {
