@@ -2,17 +2,17 @@
  * A configuration file that applies its edits without a restart: the htpasswd
  * file, the policy file, token keys.
  *
- * {@linkcode WatchedFile.current} looks at the file (`Deno.stat`) at most once
- * per second, and when its identity (mtime, ctime, size, inode) changed it
- * re-reads and re-parses it. A new version that cannot be read or parsed is
- * not used: the previous good one stays, and the error is reported once per
- * change through `onError`. Only the first load, at start-up, throws.
- *
- * The identity is taken before the read, so a file that changes while it is
- * read is read again at the next look.
+ * {@linkcode WatchedFile.current} reads the file at most once per second, and
+ * when its content changed (by SHA-256; these files are small) re-parses it.
+ * Content, not the file's times, because an edit within the same millisecond
+ * as the last read keeps size and mtime and would go unseen. A new version
+ * that cannot be read or parsed is not used: the previous good one stays, and
+ * the error is reported once per change through `onError`. Only the first
+ * load, at start-up, throws.
  *
  * @module
  */
+import { createHash } from "node:crypto";
 
 /** A file that cannot be loaded; its message names the file and, when known, where. */
 export class AuthFileError extends Error {
@@ -47,8 +47,8 @@ export interface WatchedFileOptions<T> {
   now?: () => number;
 }
 
-function identity(info: Deno.FileInfo): string {
-  return [info.mtime?.getTime(), info.ctime?.getTime(), info.size, info.ino].join(":");
+function identity(text: string): string {
+  return createHash("sha256").update(text).digest("base64url");
 }
 
 /** The last good parsed version of a file, refreshed when the file changes. */
@@ -56,7 +56,7 @@ export class WatchedFile<T> {
   #path: string;
   #options: WatchedFileOptions<T>;
   #value: T;
-  /** The identity of the version last read, good or not. */
+  /** The content hash of the version last read, good or not. */
   #seen: string;
   #lastLook: number;
   #looking: Promise<void> | null = null;
@@ -104,18 +104,18 @@ export class WatchedFile<T> {
 
   async #look(): Promise<void> {
     this.#lastLook = this.#now();
-    let seen: string;
+    let text: string;
     try {
-      seen = identity(await Deno.stat(this.#path));
+      text = await Deno.readTextFile(this.#path);
     } catch (error) {
       this.#fail("missing", asAuthFileError(error, this.#options.kind, this.#path));
       return;
     }
+    const seen = identity(text);
     if (seen === this.#seen) return;
     try {
-      const loaded = await load(this.#path, this.#options, seen);
-      this.#value = loaded.value;
-      this.#seen = loaded.seen;
+      this.#value = await parse(text, this.#path, this.#options);
+      this.#seen = seen;
     } catch (error) {
       this.#fail(seen, asAuthFileError(error, this.#options.kind, this.#path));
     }
@@ -131,12 +131,19 @@ export class WatchedFile<T> {
 async function load<T>(
   path: string,
   options: WatchedFileOptions<T>,
-  seen?: string,
 ): Promise<{ seen: string; value: T }> {
+  let text;
   try {
-    seen ??= identity(await Deno.stat(path));
-    const text = await Deno.readTextFile(path);
-    return { seen, value: await options.parse(text, path) };
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    throw asAuthFileError(error, options.kind, path);
+  }
+  return { seen: identity(text), value: await parse(text, path, options) };
+}
+
+async function parse<T>(text: string, path: string, options: WatchedFileOptions<T>): Promise<T> {
+  try {
+    return await options.parse(text, path);
   } catch (error) {
     throw asAuthFileError(error, options.kind, path);
   }
