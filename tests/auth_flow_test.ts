@@ -175,7 +175,8 @@ Deno.test("parallel guesses are held to the same budget, and a signed-in neighbo
   };
   assert.equal(await get("alice", "alice-pw"), 200);
   const burst = await Promise.all(Array.from({ length: 30 }, (_, i) => get("mallory", `g${i}`)));
-  assert.ok(burst.filter((s) => s === 401).length <= 10, burst.join(","));
+  // Ten free failures, and the eleventh locks: never more checked than in a row.
+  assert.ok(burst.filter((s) => s === 401).length <= 11, burst.join(","));
   assert.ok(burst.includes(429), burst.join(","));
   // The next failure locks the address; alice's working credentials (verified a moment
   // ago) still pass.
