@@ -54,12 +54,15 @@ export interface DueEntry {
   at: number;
   name: string;
   digest: Digest;
+  /** The entry as listed: dropping it is checked against it (it may have been queued again). */
+  revision?: Revision;
 }
 
 /** A digest whose bytes may have lost their last holder. */
 export interface BytesEntry {
   at: number;
   digest: Digest;
+  revision?: Revision;
 }
 
 /** What examining a candidate found. */
@@ -102,7 +105,7 @@ export class KvGcStore {
     const entries = await this.#kv.list<true>(start ? { start, end } : { prefix, end }, limit + 1);
     return entries.map((e) => {
       const [, , at, name, digest] = e.key as [string, DueKind, number, string, Digest];
-      return { kind, at, name, digest };
+      return { kind, at, name, digest, revision: e.versionstamp as Revision };
     }).filter((e) =>
       !after || e.at !== after.at || e.name !== after.name || e.digest !== after.digest
     ).slice(0, limit);
@@ -120,20 +123,26 @@ export class KvGcStore {
       { prefix, end: [...prefix, Math.floor(cutoff) + 1] },
       limit,
     );
-    return entries.map((e) => ({ at: e.key[1] as number, digest: e.key[2] as Digest }));
+    return entries.map((e) => ({
+      at: e.key[1] as number,
+      digest: e.key[2] as Digest,
+      revision: e.versionstamp as Revision,
+    }));
   }
 
-  /** Drops a candidate (examined: nothing to do). */
+  /** Drops a candidate (examined: nothing to do), unless it was queued again meanwhile. */
   async drop(entry: DueEntry): Promise<void> {
+    const key = gcDueKey(entry.kind, entry.at, entry.name, entry.digest);
     await this.#kv.commit((op) =>
-      op.delete(gcDueKey(entry.kind, entry.at, entry.name, entry.digest))
+      op.check({ key, versionstamp: entry.revision ?? null }).delete(key)
     );
   }
 
-  /** Moves a candidate to `at` (not collectable before). */
+  /** Moves a candidate to `at` (not collectable before), unless it was queued again meanwhile. */
   async reschedule(entry: DueEntry, at: number): Promise<void> {
+    const key = gcDueKey(entry.kind, entry.at, entry.name, entry.digest);
     await this.#kv.commit((op) =>
-      op.delete(gcDueKey(entry.kind, entry.at, entry.name, entry.digest))
+      op.check({ key, versionstamp: entry.revision ?? null }).delete(key)
         .set(gcDueKey(entry.kind, at, entry.name, entry.digest), true)
     );
   }
@@ -395,7 +404,10 @@ export class KvGcStore {
 
   /** Drops a bytes candidate that still has holders. */
   async dropBytes(entry: BytesEntry): Promise<void> {
-    await this.#kv.commit((op) => op.delete(gcBytesKey(entry.at, entry.digest)));
+    const key = gcBytesKey(entry.at, entry.digest);
+    await this.#kv.commit((op) =>
+      op.check({ key, versionstamp: entry.revision ?? null }).delete(key)
+    );
   }
 
   /** Bytes each repository holds and the total, from the counters. */
