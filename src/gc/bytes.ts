@@ -22,7 +22,7 @@ import type { MetadataStore } from "../meta/metadata_store.ts";
 import type { BlobStore } from "../storage/blob_store.ts";
 
 /** How long a claim to remove bytes holds before others may take it over. */
-export const DEFAULT_LEASE_MS = 5 * 60_000;
+export const DEFAULT_LEASE_MS = 60_000;
 /** How long a `removed` marker stays (pushes that read before it still see it). */
 export const FORGET_MS = 24 * 3600_000;
 

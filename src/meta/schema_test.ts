@@ -31,6 +31,9 @@ import {
 } from "./keys.ts";
 import { Kv } from "./kv.ts";
 import { migrate, SCHEMA_VERSION, SchemaError } from "./schema.ts";
+import { KvMetadataAudit } from "./audit.ts";
+import { examine } from "../fsck/invariants.ts";
+import { bookkeepingCounters, bookkeepingQueues } from "../fsck/checks/bookkeeping.ts";
 
 const encoder = new TextEncoder();
 
@@ -429,4 +432,20 @@ Deno.test("migrate() migrates a schema-1 KV that holds no manifests", async () =
     { key: ["repos", "empty"], value: { createdAt: 1 } },
     { key: ["schema"], value: { version: 3, migratedAt: "(any)" } },
   ]);
+});
+
+Deno.test("migrate() builds the collector's counts and queue as the records imply", async () => {
+  await using f = await fixture();
+  using kv = await f.openSchema1();
+  // Links too: what the last release held besides manifests.
+  const layer = digestOf("alpine 1 layer 0");
+  await kv.set(["blob_links", "alpine", layer], { size: 100, linkedAt: 5 });
+  await kv.set(["blob_repos", layer, "alpine"], true);
+  await migrate(new Kv(kv), f.blobs, { batch: 3 });
+  const ctx = await examine(new KvMetadataAudit(new Kv(kv)), f.blobs);
+  const found = [...bookkeepingCounters.check(ctx), ...bookkeepingQueues.check(ctx)];
+  assert.deepEqual(found.map((x) => x.message), []);
+  assert.ok(await count(kv, ["gc_refs"]) > 0);
+  assert.deepEqual((await kv.get(["gc_due", "blob", 5, "alpine", layer])).value, true);
+  assert.equal((await kv.get<Deno.KvU64>(["blob_holders", layer])).value?.value, 1n);
 });
