@@ -9,7 +9,8 @@
  */
 import assert from "node:assert/strict";
 import { checkConsistency } from "./_consistency.ts";
-import { imageManifest, randomBytes, sha256, spawnRegistry } from "./_registry.ts";
+import { join } from "node:path";
+import { exists, imageManifest, randomBytes, sha256, spawnRegistry } from "./_registry.ts";
 import type { Digest } from "../src/oci/digest.ts";
 import { openStores } from "../src/open.ts";
 import { collect } from "../src/gc/collect.ts";
@@ -225,6 +226,39 @@ Deno.test("a collection killed with SIGKILL at any point leaves fsck clean, and 
       }
     } finally {
       await stores.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the server collects on its own every --gc-interval", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "berth-gc-serve-" });
+  try {
+    const server = await spawnRegistry([
+      "--data",
+      dir,
+      "--gc-interval",
+      "1s",
+      "--gc-grace",
+      "0",
+      "--untagged-ttl",
+      "0",
+    ]);
+    try {
+      const kept = await pushImage(server.url, "app", "v1", 1);
+      const gone = await pushImage(server.url, "app", "v2", 2);
+      await remove(server.url, "app", "v2");
+      const file = join(dir, "blobs", "sha256", gone.layer.slice(7, 9), gone.layer.slice(7));
+      const deadline = Date.now() + 10_000;
+      while (await exists(file) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      assert.equal(await exists(file), false, "the server never collected");
+      const res = await fetch(`${server.url}/v2/app/manifests/v1`);
+      assert.equal(await res.text(), kept.body);
+    } finally {
+      assert.equal(await server.stop(), 0);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -35,7 +35,51 @@ function random(seed: number): () => number {
   };
 }
 
-async function postBlob(reg: TestRegistry, name: string, bytes: Uint8Array<ArrayBuffer>) {
+/**
+ * Pushes a blob one of three ways: monolithically, as a session with one PATCH and the closing
+ * PUT, or by mounting it from another repository (falling back to an upload when there is
+ * nothing to mount).
+ */
+async function postBlob(
+  reg: TestRegistry,
+  name: string,
+  bytes: Uint8Array<ArrayBuffer>,
+  how = 0,
+) {
+  const digest = sha256(bytes);
+  if (how === 1) {
+    const from = REPOS.find((r) => r !== name)!;
+    const res = await reg.fetch(`/v2/${name}/blobs/uploads/?mount=${digest}&from=${from}`, {
+      method: "POST",
+    });
+    await res.body?.cancel();
+    if (res.status === 201) return;
+    assert.equal(res.status, 202);
+    const location = res.headers.get("Location")!;
+    await reg.fetch(location, { method: "DELETE" }).then((r) => r.body?.cancel());
+  }
+  if (how === 2) {
+    const start = await reg.fetch(`/v2/${name}/blobs/uploads/`, { method: "POST" });
+    await start.body?.cancel();
+    assert.equal(start.status, 202);
+    const patch = await reg.fetch(start.headers.get("Location")!, {
+      method: "PATCH",
+      headers: { "Content-Type": "application/octet-stream" },
+      body: bytes,
+    });
+    await patch.body?.cancel();
+    assert.equal(patch.status, 202);
+    const location = patch.headers.get("Location")!;
+    const sep = location.includes("?") ? "&" : "?";
+    const done = await reg.fetch(`${location}${sep}digest=${digest}`, { method: "PUT" });
+    const text = await done.text();
+    assert.equal(done.status, 201, text);
+    return;
+  }
+  await postMonolithic(reg, name, bytes);
+}
+
+async function postMonolithic(reg: TestRegistry, name: string, bytes: Uint8Array<ArrayBuffer>) {
   const res = await reg.fetch(`/v2/${name}/blobs/uploads/?digest=${sha256(bytes)}`, {
     method: "POST",
     headers: { "Content-Type": "application/octet-stream" },
@@ -64,7 +108,7 @@ async function pushImage(
     layers.map((l) => ({ digest: sha256(l), size: l.length })),
   );
   for (let attempt = 1;; attempt++) {
-    for (const blob of [config, ...layers]) await postBlob(reg, name, blob);
+    for (const blob of [config, ...layers]) await postBlob(reg, name, blob, Math.floor(rnd() * 3));
     const res = await reg.fetch(`/v2/${name}/manifests/${tag}`, {
       method: "PUT",
       headers: { "Content-Type": MANIFEST_TYPE },
