@@ -119,13 +119,23 @@ export async function collect(
   /** Dry runs: what removing a manifest would release, followed as a collection would. */
   const cascade = async (name: string, digest: Digest) => {
     const refs = await meta.getManifestRefs(name, digest);
-    if (!refs) return;
-    for (
-      const [kind, d] of [
-        ...refs.blobs.map((d) => ["blob", d] as const),
-        ...refs.manifests.map((d) => ["manifest", d] as const),
-      ]
-    ) {
+    if (refs) await releaseDry(name, refs);
+  };
+  const planManifest = async (name: string, digest: Digest, size: number) => {
+    const id = `${name}\0${digest}`;
+    if (plannedManifests.has(id)) return;
+    plannedManifests.add(id);
+    report.manifests++;
+    report.removed.push(`manifest ${name}@${digest}`);
+    plan(digest, size);
+    await cascade(name, digest);
+  };
+  const releaseDry = async (name: string, refs: { blobs: Digest[]; manifests: Digest[] }) => {
+    const items = [
+      ...refs.blobs.map((d) => ["blob", d] as const),
+      ...refs.manifests.map((d) => ["manifest", d] as const),
+    ];
+    for (const [kind, d] of items) {
       const id = `${name}\0${d}`;
       releasedRefs.set(id, (releasedRefs.get(id) ?? 0) + 1);
       if ((await gc.refCount(name, d)) > releasedRefs.get(id)!) continue;
@@ -137,21 +147,23 @@ export async function collect(
         report.removed.push(`link ${name}@${d}`);
         plan(d, link.size);
       } else if (kind === "manifest" && !plannedManifests.has(id)) {
-        const ttl = ttlOf(name);
         const record = await meta.getManifest(name, d);
-        if (ttl !== 0 || !record) continue; // a later collection, once its TTL is over
-        if (await isTagged(meta, name, d)) continue;
-        plannedManifests.add(id);
-        report.manifests++;
-        report.removed.push(`manifest ${name}@${d}`);
-        plan(d, record.size);
-        await cascade(name, d);
+        // Otherwise a later collection, once its TTL is over.
+        if (ttlOf(name) !== 0 || !record || await isTagged(meta, name, d)) continue;
+        await planManifest(name, d, record.size);
       }
     }
   };
 
   if (policies.length) {
-    await applyRetention(meta, policies, now, dryRun, report, tick);
+    const untagged = await applyRetention(meta, policies, now, dryRun, report, tick);
+    // A dry run follows what the tags' removal would make collectable now.
+    for (const { name, digest } of dryRun ? untagged : []) {
+      const record = await meta.getManifest(name, digest);
+      if (ttlOf(name) !== 0 || !record || (await gc.refCount(name, digest)) > 0) continue;
+      if (record.subject && await meta.getManifest(name, record.subject)) continue;
+      await planManifest(name, digest, record.size);
+    }
     // The tags it removed queued their manifests just now.
     if (options.now === undefined) now = Date.now();
   }
@@ -160,6 +172,11 @@ export async function collect(
       await gc.undoIntent(token);
       report.intentsUndone++;
     }
+  }
+
+  if (dryRun) {
+    // References of removed manifests not yet uncounted: what uncounting them would free.
+    for (const page of await gc.pendingReleases(10_000)) await releaseDry(page.name, page);
   }
 
   for (let pass = 0; pass < MAX_PASSES; pass++) {
@@ -274,7 +291,7 @@ async function removeBytes(
     for (const entry of page) {
       tick();
       for (let round = 0; round < 3; round++) {
-        const outcome = await gc.examineBytes(entry, Date.now(), FORGET_MS);
+        const outcome = await gc.examineBytes(entry, now, FORGET_MS);
         if (outcome.action === "keep") {
           await gc.dropBytes(entry);
           progressed++;
@@ -327,7 +344,8 @@ async function applyRetention(
   dryRun: boolean,
   report: CollectReport,
   tick: () => void,
-): Promise<void> {
+): Promise<{ name: string; digest: Digest }[]> {
+  const untagged: { name: string; digest: Digest }[] = [];
   let last: string | undefined;
   for (;;) {
     const repos = await meta.listRepos(1000, last);
@@ -346,14 +364,20 @@ async function applyRetention(
         if (!page.next) break;
         tagLast = page.next;
       }
-      for (const { tag, record } of tagsToRemove(policy, tags, now) as typeof tags) {
+      const removed = tagsToRemove(policy, tags, now) as typeof tags;
+      for (const { tag, record } of removed) {
         if (dryRun || await meta.deleteTag(name, tag, record)) {
           report.tags++;
           report.removed.push(`tag ${name}:${tag}`);
         }
       }
+      // Manifests that lose every tag (dry runs follow them).
+      const left = new Set(tags.filter((t) => !removed.includes(t)).map((t) => t.record.digest));
+      for (const digest of new Set(removed.map((t) => t.record.digest))) {
+        if (!left.has(digest)) untagged.push({ name, digest });
+      }
     }
-    if (!repos.next) return;
+    if (!repos.next) return untagged;
     last = repos.next;
   }
 }

@@ -179,6 +179,12 @@ export class KvGcStore {
     return done;
   }
 
+  /** Pending release pages, read only (dry runs). */
+  async pendingReleases(limit: number): Promise<ReleasePage[]> {
+    const entries = await this.#kv.list<ReleasePage>({ prefix: gcReleasePrefix() }, limit);
+    return entries.map((e) => e.value);
+  }
+
   /** Tokens of intents older than `cutoff` (a push that crashed before its record commit). */
   async staleIntents(cutoff: number): Promise<string[]> {
     const tokens = new Set<string>();
