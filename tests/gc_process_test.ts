@@ -175,18 +175,36 @@ async function generate(dir: string, from: number, count: number, keepEvery: num
   return kept;
 }
 
+/** Waits until fewer release pages are pending than when called (or `done` settles). */
+async function untilReleasesShrink(dir: string, done: Promise<unknown>): Promise<void> {
+  using kv = await Deno.openKv(join(dir, "meta.kv"));
+  const count = async () => {
+    let n = 0;
+    for await (const _ of kv.list({ prefix: ["gc_release"] })) n++;
+    return n;
+  };
+  const start = await count();
+  let finished = false;
+  done.then(() => (finished = true));
+  while (!finished && (await count()) >= start) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 Deno.test("a collection killed with SIGKILL at any point leaves fsck clean, and the next one finishes it", async () => {
   const dir = await Deno.makeTempDir({ prefix: "berth-gc-kill-" });
   try {
     const kept = [];
     let killed = 0;
     let seed = 0;
-    // Rounds whose collection was killed after it had removed something, and before it was done.
+    // Rounds whose collection was killed after it had started, and before it was done.
     let midway = 0;
-    for (const delay of [700, 800, 900, 1000, 1100, 1300]) {
+    for (const delay of [0, 50, 150, 300, 450, 600]) {
       kept.push(...await generate(dir, seed, 80, 10));
       seed += 80;
       const child = berth(["gc", "--data", dir, "--grace", "0", "--untagged-ttl", "0"]);
+      // Kill it `delay` ms after it has started working (its releases are being uncounted).
+      await untilReleasesShrink(dir, child.status);
       await new Promise((resolve) => setTimeout(resolve, delay));
       try {
         child.kill("SIGKILL");
@@ -197,9 +215,9 @@ Deno.test("a collection killed with SIGKILL at any point leaves fsck clean, and 
       await child.stderr.cancel();
       const stores = await openStores({ data: dir, kv: "", blobs: "" });
       try {
-        const { blobFiles, links } = await checkConsistency(stores.meta, stores.blobs);
-        const started = links.size < seed * 2 || blobFiles.size < seed * 3;
-        if (status.signal === "SIGKILL" && started && blobFiles.size > kept.length * 3) midway++;
+        // Killed after it had started (see above) and before it was done.
+        const { blobFiles } = await checkConsistency(stores.meta, stores.blobs);
+        if (status.signal === "SIGKILL" && blobFiles.size > kept.length * 3) midway++;
       } finally {
         await stores.close();
       }
