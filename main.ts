@@ -14,7 +14,7 @@ import { createLogger } from "./src/log.ts";
 import { kvLocation, openStores } from "./src/open.ts";
 import { blobsLocation } from "./src/storage/open.ts";
 import { SchemaError } from "./src/meta/schema.ts";
-import { startSweeper } from "./src/sweeper.ts";
+import { startCollector } from "./src/gc/collector.ts";
 
 /** A start-up failure the user can fix (a path, a port): reported in one line. */
 class StartupError extends Error {}
@@ -83,10 +83,20 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
       throw error;
     }
   });
-  const stopSweeper = startSweeper(stores.meta, stores.blobs, {
-    ttlMs: config.uploadTtlMs,
-    intervalMs: Math.min(Math.max(config.uploadTtlMs / 10, 1000), 60_000),
-    onError: (error) => log.error("sweep failed", { error }),
+  const stopSweeper = startCollector(stores.meta, stores.blobs, {
+    gcIntervalMs: config.gcIntervalMs,
+    sweepIntervalMs: Math.min(Math.max(config.uploadTtlMs / 10, 1000), 60_000),
+    collect: {
+      graceMs: config.gcGraceMs,
+      untaggedTtlMs: config.untaggedTtlMs,
+      policies: config.retention,
+      uploadTtlMs: config.uploadTtlMs,
+    },
+    onError: (error) => log.error("collection failed", { error }),
+    onCollect: (report) => {
+      const { removed: _, ...summary } = report;
+      log.info("collection", { ...summary });
+    },
     onSweep: (report) => log.debug("sweep", { ...report }),
   });
   let stopping = false;
@@ -147,6 +157,18 @@ async function main(): Promise<number> {
     const { fsck } = await import("./src/fsck/fsck.ts");
     try {
       return await fsck(cli.config, { repair: cli.repair });
+    } catch (error) {
+      if (!(error instanceof SchemaError)) throw error;
+      console.error(`berth: ${error.message}`);
+      return 2;
+    }
+  }
+  if (cli.command === "gc" || cli.command === "du") {
+    const { gcCommand, duCommand } = await import("./src/gc/command.ts");
+    try {
+      return cli.command === "gc"
+        ? await gcCommand(cli.config, { dryRun: cli.dryRun, json: cli.json })
+        : await duCommand(cli.config, { json: cli.json });
     } catch (error) {
       if (!(error instanceof SchemaError)) throw error;
       console.error(`berth: ${error.message}`);

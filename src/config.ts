@@ -6,6 +6,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { parseRetention, type RetentionPolicy } from "./gc/retention.ts";
 
 /** Everything Berth can be told. */
 export interface Config {
@@ -17,6 +18,14 @@ export interface Config {
   blobs: string;
   maxManifestBytes: number;
   uploadTtlMs: number;
+  /** How often the server collects garbage; 0: never (run `berth gc`). */
+  gcIntervalMs: number;
+  /** Links younger than this are kept (a layer pushed before its manifest); 0: none. */
+  gcGraceMs: number;
+  /** Untagged manifests nothing holds are collected after this long; null keeps them. */
+  untaggedTtlMs: number | null;
+  /** Retention policies, from the config file's `retention` key. */
+  retention: RetentionPolicy[];
   deleteEnabled: boolean;
   autoMount: boolean;
   maxUploadsPerRepo: number;
@@ -124,6 +133,8 @@ function int(flag: string, value: string, min: number, max: number): number {
 
 type DurationField =
   | "uploadTtlMs"
+  | "gcIntervalMs"
+  | "gcGraceMs"
   | "bodyTimeoutMs"
   | "idleTimeoutMs"
   | "shutdownTimeoutMs"
@@ -271,6 +282,33 @@ export const OPTIONS: OptionSpec[] = [
     max: "365d",
     examples: "90s, 15m, 24h or 7d",
   }),
+  durationOption("gc-interval", "gcIntervalMs", {
+    default: "1h",
+    help: "How often the server collects garbage (0: never; run berth gc instead)",
+    max: "30d",
+    examples: "15m, 1h or 1d",
+    zeroTurnsOff: true,
+  }),
+  durationOption("gc-grace", "gcGraceMs", {
+    default: "1h",
+    help: "Blobs uploaded or linked this recently are kept even when nothing references them",
+    max: "30d",
+    examples: "30m, 1h or 1d",
+    zeroTurnsOff: true,
+  }),
+  {
+    flag: "untagged-ttl",
+    kind: "string",
+    default: "kept",
+    help: "Untagged manifests nothing holds are collected after this long (kept: never)",
+    allowed: "kept, 0, or a duration such as 1h, 7d or 30d",
+    apply(config, value) {
+      const ms = value.trim() === "0" ? 0 : parseDuration(value);
+      if (value.trim() === "kept") config.untaggedTtlMs = null;
+      else if (ms === null) throw bad("untagged-ttl", value, this.allowed);
+      else config.untaggedTtlMs = ms;
+    },
+  },
   {
     flag: "no-delete",
     kind: "boolean",
@@ -446,7 +484,7 @@ export function envName(flag: string): string {
 
 /** Defaults, as a config. */
 export function defaultConfig(): Config {
-  const config = {} as Config;
+  const config = { retention: [] as RetentionPolicy[] } as Config;
   for (const option of OPTIONS) option.apply(config, option.default);
   return config;
 }
@@ -460,6 +498,10 @@ export function helpText(): string {
     "  berth serve [options]     run the registry",
     "  berth fsck [--data DIR] [--kv KV] [--repair]",
     "                            check a stopped registry's data; --repair removes what cannot be served",
+    "  berth gc [--data DIR] [--grace DURATION] [--dry-run] [--json]",
+    "                            collect garbage now (beside a running server, too)",
+    "  berth du [--data DIR] [--json]",
+    "                            bytes per repository, in total, and reclaimable",
     "  berth user add|remove|list NAME --htpasswd FILE",
     "                            manage the users of an htpasswd file (berth user --help)",
     "",
@@ -479,6 +521,9 @@ export function helpText(): string {
     column("  --config FILE") + "JSON file of options, keyed by flag name (env BERTH_CONFIG)",
   );
   lines.push(column("  --repair") + "with fsck: remove or fix what cannot be served");
+  lines.push(column("  --grace DURATION") + "with gc: the grace period of this run (--gc-grace)");
+  lines.push(column("  --dry-run") + "with gc: list what would be removed, remove nothing");
+  lines.push(column("  --json") + "with gc and du: one JSON summary on stdout");
   lines.push(column("  --help") + "Show this text");
   return lines.join("\n");
 }
@@ -533,6 +578,8 @@ export interface Cli {
   config: Config;
   help: boolean;
   repair: boolean;
+  dryRun: boolean;
+  json: boolean;
 }
 
 /**
@@ -548,6 +595,9 @@ export function parseCli(
     config: { type: "string" },
     help: { type: "boolean" },
     repair: { type: "boolean" },
+    "dry-run": { type: "boolean" },
+    json: { type: "boolean" },
+    grace: { type: "string" },
   };
   for (const option of OPTIONS) options[option.flag] = { type: option.kind };
   let parsed;
@@ -571,11 +621,18 @@ export function parseCli(
         `Invalid --config "${configPath}": expected a JSON object keyed by flag name`,
       );
     }
-    const known = new Set(OPTIONS.map((o) => o.flag));
+    const known = new Set([...OPTIONS.map((o) => o.flag), "retention"]);
     for (const key of Object.keys(file)) {
       if (!known.has(key)) {
         throw new ConfigError(`Unknown option "${key}" in --config "${configPath}"`);
       }
+    }
+  }
+  if (file.retention !== undefined) {
+    try {
+      config.retention = parseRetention(file.retention);
+    } catch (error) {
+      throw new ConfigError(`Invalid --config "${configPath}": ${(error as Error).message}`);
     }
   }
   for (const option of OPTIONS) {
@@ -609,12 +666,23 @@ export function parseCli(
       throw new ConfigError(`${error.message} (from ${source})`);
     }
   }
+  if (values.grace !== undefined) {
+    // `berth gc --grace D` is --gc-grace for that run.
+    OPTIONS.find((o) => o.flag === "gc-grace")!.apply(config, String(values.grace));
+  }
   checkSecurity(config);
   const command = parsed.positionals[0] ?? "serve";
-  if (!["serve", "fsck"].includes(command) || parsed.positionals.length > 1) {
+  if (!["serve", "fsck", "gc", "du"].includes(command) || parsed.positionals.length > 1) {
     throw new ConfigError(
-      `Unknown command "${parsed.positionals.join(" ")}": expected serve or fsck`,
+      `Unknown command "${parsed.positionals.join(" ")}": expected serve, fsck, gc or du`,
     );
   }
-  return { command, config, help: values.help === true, repair: values.repair === true };
+  return {
+    command,
+    config,
+    help: values.help === true,
+    repair: values.repair === true,
+    dryRun: values["dry-run"] === true,
+    json: values.json === true,
+  };
 }

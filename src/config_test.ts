@@ -46,6 +46,10 @@ const DEFAULTS: Config = {
   blobs: "",
   maxManifestBytes: 4 * 1024 * 1024,
   uploadTtlMs: 24 * 3600 * 1000,
+  gcIntervalMs: 3600_000,
+  gcGraceMs: 3600_000,
+  untaggedTtlMs: null,
+  retention: [],
   deleteEnabled: true,
   autoMount: true,
   maxUploadsPerRepo: 100,
@@ -72,7 +76,14 @@ const DEFAULTS: Config = {
 
 Deno.test("parseCli() gives the defaults with no flags, env or file", () => {
   const cli = parseCli([], {}, noFiles);
-  assert.deepEqual(cli, { command: "serve", config: DEFAULTS, help: false, repair: false });
+  assert.deepEqual(cli, {
+    command: "serve",
+    config: DEFAULTS,
+    help: false,
+    repair: false,
+    dryRun: false,
+    json: false,
+  });
   assert.deepEqual(defaultConfig(), DEFAULTS);
 });
 
@@ -96,6 +107,12 @@ Deno.test("parseCli() reads every option from flags", () => {
       "8MiB",
       "--upload-ttl",
       "15m",
+      "--gc-interval",
+      "10m",
+      "--gc-grace",
+      "0",
+      "--untagged-ttl",
+      "2d",
       "--no-delete",
       "--no-auto-mount",
       "--max-uploads-per-repo",
@@ -145,6 +162,10 @@ Deno.test("parseCli() reads every option from flags", () => {
     blobs: "/srv/blobs",
     maxManifestBytes: 8 * 1024 * 1024,
     uploadTtlMs: 15 * 60 * 1000,
+    gcIntervalMs: 600_000,
+    gcGraceMs: 0,
+    untaggedTtlMs: 2 * 86400_000,
+    retention: [],
     deleteEnabled: false,
     autoMount: false,
     maxUploadsPerRepo: 7,
@@ -178,6 +199,9 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     BERTH_BLOBS: "file:/b",
     BERTH_MAX_MANIFEST_BYTES: "1048576",
     BERTH_UPLOAD_TTL: "2h",
+    BERTH_GC_INTERVAL: "0",
+    BERTH_GC_GRACE: "30m",
+    BERTH_UNTAGGED_TTL: "0",
     BERTH_NO_DELETE: "yes",
     BERTH_NO_AUTO_MOUNT: "1",
     BERTH_MAX_UPLOADS_PER_REPO: "3",
@@ -200,6 +224,10 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     blobs: "file:/b",
     maxManifestBytes: 1048576,
     uploadTtlMs: 2 * 3600 * 1000,
+    gcIntervalMs: 0,
+    gcGraceMs: 1800_000,
+    untaggedTtlMs: 0,
+    retention: [],
     deleteEnabled: false,
     autoMount: false,
     maxUploadsPerRepo: 3,
@@ -232,6 +260,9 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     kv: "/srv/meta.kv",
     "max-manifest-bytes": 2048,
     "upload-ttl": "7d",
+    "gc-interval": "1d",
+    "gc-grace": "2h",
+    "untagged-ttl": "kept",
     "no-delete": true,
     "no-auto-mount": false,
     "max-uploads-per-repo": 9,
@@ -253,6 +284,10 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     blobs: "",
     maxManifestBytes: 2048,
     uploadTtlMs: 7 * 86400 * 1000,
+    gcIntervalMs: 86400_000,
+    gcGraceMs: 7200_000,
+    untaggedTtlMs: null,
+    retention: [],
     deleteEnabled: false,
     autoMount: true,
     maxUploadsPerRepo: 9,
@@ -330,7 +365,7 @@ Deno.test("parseCli() rejects an unknown command or extra words", () => {
   );
   assert.match(
     configError(() => parseCli(["serve", "now"], {}, noFiles)).message,
-    /Unknown command "serve now": expected serve or fsck/,
+    /Unknown command "serve now": expected serve, fsck, gc or du/,
   );
 });
 
@@ -384,6 +419,12 @@ const BAD_VALUES: Record<string, { values: string[]; allowed: RegExp }> = {
     values: ["0s", "999ms", "366d", "24", "1w", "-5m", "1 h", ""],
     allowed: /a duration from 1s to 365d/,
   },
+  "gc-interval": {
+    values: ["0s", "500ms", "31d", "1", "x", ""],
+    allowed: /0, or a duration from 1s to 30d/,
+  },
+  "gc-grace": { values: ["0s", "999ms", "31d", "soon", ""], allowed: /0, or a duration from 1s/ },
+  "untagged-ttl": { values: ["never", "5", "-1d", ""], allowed: /kept, 0, or a duration/ },
   "no-delete": { values: ["maybe", "2", ""], allowed: /true or false/ },
   "no-auto-mount": { values: ["nah", "tru"], allowed: /true or false/ },
   "max-uploads-per-repo": {
@@ -546,6 +587,8 @@ Deno.test("helpText() lists every option with its env variable and default", () 
     "blobs",
     "body-timeout",
     "data",
+    "gc-grace",
+    "gc-interval",
     "htpasswd",
     "idle-timeout",
     "insecure-no-auth",
@@ -569,6 +612,7 @@ Deno.test("helpText() lists every option with its env variable and default", () 
     "token-realm",
     "token-service",
     "token-ttl",
+    "untagged-ttl",
     "upload-ttl",
   ]);
   for (const option of OPTIONS) {
@@ -660,4 +704,55 @@ Deno.test("parseCli() refuses authentication settings that cannot work together"
   assert.equal(external.tokenRealm, "https://auth.example/t");
   const own = parseCli(["--auth", "token", "--htpasswd", "/h"], {}, noFiles).config;
   assert.equal(own.auth, "token");
+});
+
+Deno.test("parseCli() reads the garbage collection options and the gc command's flags", () => {
+  const cli = parseCli(
+    ["gc", "--gc-interval", "0", "--untagged-ttl", "0", "--grace", "0", "--dry-run", "--json"],
+    {},
+    noFiles,
+  );
+  assert.equal(cli.command, "gc");
+  assert.equal(cli.config.gcIntervalMs, 0);
+  assert.equal(cli.config.gcGraceMs, 0);
+  assert.equal(cli.config.untaggedTtlMs, 0);
+  assert.equal(cli.dryRun, true);
+  assert.equal(cli.json, true);
+  assert.equal(parseCli(["--untagged-ttl", "7d"], {}, noFiles).config.untaggedTtlMs, 7 * 86400_000);
+  assert.equal(parseCli(["du"], {}, noFiles).command, "du");
+});
+
+Deno.test("parseCli() reads retention policies from the config file's retention key", () => {
+  const retention = [{
+    repositories: "ci/**",
+    "keep-last": 3,
+    keep: ["v*", "latest"],
+    "older-than": "30d",
+    untagged: "1d",
+  }];
+  const cli = parseCli(
+    ["--config", "/c.json"],
+    {},
+    files({ "/c.json": JSON.stringify({ retention }) }),
+  );
+  assert.deepEqual(cli.config.retention, [{
+    repositories: "ci/**",
+    keepLast: 3,
+    keep: ["v*", "latest"],
+    olderThanMs: 30 * 86400_000,
+    untaggedMs: 86400_000,
+  }]);
+  const bad = (value: unknown) =>
+    configError(() =>
+      parseCli(
+        ["--config", "/c.json"],
+        {},
+        files({ "/c.json": JSON.stringify({ retention: value }) }),
+      )
+    );
+  assert.match(bad({}).message, /retention: expected an array/);
+  assert.match(bad([{ repositories: "a", "keep-last": -1 }]).message, /keep-last/);
+  assert.match(bad([{ repositories: "a", "older-than": "soon" }]).message, /older-than/);
+  assert.match(bad([{ repositories: "a", colour: "red" }]).message, /unknown key "colour"/);
+  assert.match(bad([{ "keep-last": 1 }]).message, /repositories/);
 });

@@ -43,7 +43,7 @@ export async function sweep(
     await blobs.removeUpload(uploadId);
     report.orphanUploads++;
   }
-  for await (const item of blobs.debris()) {
+  for await (const item of blobs.debris({ leftoversOnly: true })) {
     if (item.kind !== "leftover" || item.modifiedAt >= cutoff) continue;
     await item.remove();
     report.tempFiles++;

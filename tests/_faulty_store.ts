@@ -187,7 +187,9 @@ export class FaultyStore implements Storage {
     return this.inner.openPart(uploadId, file);
   }
 
-  debris(): AsyncIterable<Debris & { kind: "problem" | "leftover" }> {
-    return this.inner.debris();
+  debris(
+    options?: { leftoversOnly?: boolean },
+  ): AsyncIterable<Debris & { kind: "problem" | "leftover" }> {
+    return this.inner.debris(options);
   }
 }

@@ -529,7 +529,8 @@ function streamOf(bytes: Uint8Array): ReadableStream<Uint8Array> {
 const FAULT_ROWS: FaultRow[] = [
   {
     name: "monolithic POST, failing after 64 KiB of the body",
-    point: "put",
+    // The body is written as a scratch part, kept until its link is committed.
+    point: "writePart",
     afterBytes: 64 * 1024,
     send: (reg) =>
       reg.fetch(`/v2/fault/app/blobs/uploads/?digest=${sha256(BIG)}`, {
@@ -540,7 +541,7 @@ const FAULT_ROWS: FaultRow[] = [
   },
   {
     name: "monolithic POST, failing at once",
-    point: "put",
+    point: "writePart",
     send: (reg) =>
       reg.fetch(`/v2/fault/app/blobs/uploads/?digest=${sha256(BIG)}`, {
         method: "POST",

@@ -89,7 +89,7 @@ function referencesOf(bytes: Uint8Array) {
   return { blobs: [...new Set(blobs)], manifests, subject: body.subject?.digest };
 }
 
-Deno.test("main.ts serve on a data directory written by the last release serves all it held and migrates its KV to schema 2", async () => {
+Deno.test("main.ts serve on a data directory written by the last release serves all it held and migrates its KV to schema 3 with the collector's bookkeeping", async () => {
   await using data = await fixtureCopy();
   // The fixture is what the release left: no schema key, manifest_epochs present.
   const before = await readKv(data.dir);
@@ -197,8 +197,10 @@ Deno.test("main.ts serve on a data directory written by the last release serves 
   const after = await readKv(data.dir);
   const schema = after.get("schema") ?? [];
   assert.equal(schema.length, 1);
-  assert.equal((schema[0]!.value as { version: number }).version, 2);
+  assert.equal((schema[0]!.value as { version: number }).version, 3);
   assert.equal(after.has("schema_migration"), false);
+  // The collector's counts were built from what the release held.
+  assert.ok(after.has("blob_holders") && after.has("usage") && after.has("usage_total"));
   assert.equal(after.has("manifest_epochs"), false);
   const manifests = after.get("manifests") ?? [];
   assert.equal(manifests.length, expected.manifests.length - 1);
@@ -240,7 +242,7 @@ Deno.test("main.ts serve refuses a data directory from a newer Berth with one be
     assert.equal(out.code, 2, `${command}: ${stderr}`);
     assert.match(
       stderr,
-      /^berth: .*newer Berth \(schema 99\).*schema 2 and older: upgrade Berth\n$/,
+      /^berth: .*newer Berth \(schema 99\).*schema 3 and older: upgrade Berth\n$/,
     );
     assert.equal(stderr.trim().split("\n").length, 1, stderr);
     assert.doesNotMatch(out.stdout, /listening/);

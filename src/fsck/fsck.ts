@@ -50,6 +50,7 @@
 import type { Config } from "../config.ts";
 import { SchemaError } from "../meta/schema.ts";
 import { openStores } from "../open.ts";
+import { rebuildBookkeeping } from "./checks/bookkeeping.ts";
 import type { Finding } from "./finding.ts";
 import { examine, findings } from "./invariants.ts";
 import { Progress } from "./progress.ts";
@@ -161,6 +162,8 @@ export async function fsck(
     const ctx = await examine(stores.meta.audit(), stores.blobs, progress);
     const tally: Tally = { problems: 0, repaired: 0, warnings: 0, leftovers: 0, leftoverBytes: 0 };
     for (const finding of findings(ctx)) await report(finding, options.repair, out, tally);
+    // Repairs that removed records changed what the collector's counters should say.
+    if (options.repair && tally.repaired > 0) await rebuildBookkeeping(ctx.audit, ctx.storage);
     const { scan } = ctx;
     const blobBytes = scan.blobs.reduce((n, b) => n + b.size, 0);
     const repaired = options.repair ? `, ${tally.repaired} repaired` : "";

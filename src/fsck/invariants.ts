@@ -10,6 +10,7 @@ import type { MetadataAudit } from "../meta/audit.ts";
 import type { Storage } from "../storage/blob_store.ts";
 import { blobAreaDebris, blobHashes } from "./checks/blobs.ts";
 import { tagClocks, uploadCounters } from "./checks/counters.ts";
+import { bookkeepingCounters, bookkeepingQueues } from "./checks/bookkeeping.ts";
 import { leftovers } from "./checks/leftovers.ts";
 import { blobLinks, blobRepos, linksIndexed } from "./checks/links.ts";
 import { manifestRecords, manifestRefs, strayManifestRefs } from "./checks/manifests.ts";
@@ -50,6 +51,8 @@ export const INVARIANTS: readonly Invariant[] = [
   tagClocks,
   repositories,
   secrets,
+  bookkeepingQueues,
+  bookkeepingCounters,
   leftovers,
 ];
 

@@ -10,9 +10,17 @@
  */
 import { type Digest, parseDigest } from "../oci/digest.ts";
 import {
+  blobGoneKey,
+  blobHoldersKey,
   blobLinkKey,
   blobReposKey,
   FAMILIES,
+  gcBytesKey,
+  gcDueKey,
+  gcEpochKey,
+  gcIntentKey,
+  gcRefsKey,
+  gcReleaseKey,
   manifestKey,
   manifestRefsKey,
   migrationKey,
@@ -27,6 +35,8 @@ import {
   uploadKey,
   uploadPartKey,
   uploadTotalKey,
+  usageKey,
+  usageTotalKey,
 } from "./keys.ts";
 import { type Kv, KV_LIMITS } from "./kv.ts";
 
@@ -53,6 +63,16 @@ export interface AuditKeyParts {
   upload_counts: { name: string };
   upload_total: Record<never, never>;
   secrets: { name: string };
+  gc_refs: { name: string; digest: Digest };
+  blob_holders: { digest: Digest };
+  blob_gone: { digest: Digest };
+  gc_epoch: { name: string };
+  gc_due: { kind: string; at: number; name: string; digest: Digest };
+  gc_bytes: { at: number; digest: Digest };
+  gc_release: { at: number; token: string; page: number };
+  gc_intents: { token: string; index: number };
+  usage: { name: string };
+  usage_total: Record<never, never>;
   schema: Record<never, never>;
   schema_migration: Record<never, never>;
   manifest_epochs: { name: string; digest: Digest };
@@ -113,7 +133,7 @@ export interface MetadataAudit {
   repair(changes: AuditRepair): Promise<boolean>;
 }
 
-type PartKind = "string" | "digest" | "index";
+type PartKind = "string" | "digest" | "index" | "kind";
 
 /** Each family's key parts in order, with what each must be. */
 const LAYOUT: { [F in AuditFamily]: readonly [keyof AuditKeyParts[F], PartKind][] } = {
@@ -136,6 +156,16 @@ const LAYOUT: { [F in AuditFamily]: readonly [keyof AuditKeyParts[F], PartKind][
   upload_counts: [["name", "string"]],
   upload_total: [],
   secrets: [["name", "string"]],
+  gc_refs: [["name", "string"], ["digest", "digest"]],
+  blob_holders: [["digest", "digest"]],
+  blob_gone: [["digest", "digest"]],
+  gc_epoch: [["name", "string"]],
+  gc_due: [["kind", "kind"], ["at", "index"], ["name", "string"], ["digest", "digest"]],
+  gc_bytes: [["at", "index"], ["digest", "digest"]],
+  gc_release: [["at", "index"], ["token", "string"], ["page", "index"]],
+  gc_intents: [["token", "string"], ["index", "index"]],
+  usage: [["name", "string"]],
+  usage_total: [],
   schema: [],
   schema_migration: [],
   manifest_epochs: [["name", "string"], ["digest", "digest"]],
@@ -147,6 +177,7 @@ function isPart(value: unknown, kind: PartKind): boolean {
   }
   if (typeof value !== "string") return false;
   if (kind === "string") return true;
+  if (kind === "kind") return value === "blob" || value === "manifest" || value === "subject";
   try {
     return parseDigest(value) === value;
   } catch {
@@ -200,6 +231,26 @@ function kvKey(key: AuditKey): Deno.KvKey {
       return uploadTotalKey();
     case "secrets":
       return secretKey(key.name);
+    case "gc_refs":
+      return gcRefsKey(key.name, key.digest);
+    case "blob_holders":
+      return blobHoldersKey(key.digest);
+    case "blob_gone":
+      return blobGoneKey(key.digest);
+    case "gc_epoch":
+      return gcEpochKey(key.name);
+    case "gc_due":
+      return gcDueKey(key.kind as "blob", key.at, key.name, key.digest);
+    case "gc_bytes":
+      return gcBytesKey(key.at, key.digest);
+    case "gc_release":
+      return gcReleaseKey(key.at, key.token, key.page);
+    case "gc_intents":
+      return gcIntentKey(key.token, key.index);
+    case "usage":
+      return usageKey(key.name);
+    case "usage_total":
+      return usageTotalKey();
     case "schema":
       return schemaKey();
     case "schema_migration":

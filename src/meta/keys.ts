@@ -16,6 +16,16 @@
  * | `["upload_parts", uploadId, index]` | {@linkcode UploadPart} | the committed chunks of a session, in order |
  * | `["upload_counts", name]` | `Deno.KvU64` | open sessions in `name` (cap per repository) |
  * | `["upload_total"]` | `Deno.KvU64` | open sessions in all (total cap) |
+ * | `["gc_refs", name, digest]` | `Deno.KvU64` | manifest records in `name` that reference `digest` (blob or child), plus pending releases and intents |
+ * | `["blob_holders", digest]` | `Deno.KvU64` | links and manifest records of `digest` in all repositories; present while its bytes are counted |
+ * | `["blob_gone", digest]` | {@linkcode GoneRecord} | the bytes are being removed, or were: checked by every commit that links `digest` |
+ * | `["gc_epoch", name]` | `Deno.KvU64` | bumped by every commit that removes a link or manifest of `name`; manifest PUTs check it |
+ * | `["gc_due", kind, at, name, digest]` | `true` | collection candidates (`blob`, `manifest`, `subject`), keyed by when they became candidates |
+ * | `["gc_bytes", at, digest]` | `true` | digests whose holders may have reached zero (bytes candidates) |
+ * | `["gc_release", at, token, page]` | {@linkcode ReleasePage} | references of a removed manifest still to be uncounted |
+ * | `["gc_intents", token, index]` | {@linkcode IntentChunk} | references counted ahead of a large manifest's record commit |
+ * | `["usage", name]` | `Deno.KvU64` | bytes `name` holds: its links and manifest records |
+ * | `["usage_total"]` | `Deno.KvU64` | bytes of every digest with holders, each once |
  * | `["schema"]` | {@linkcode SchemaRecord} | the layout version of this KV; start-up migrates older ones |
  * | `["schema_migration"]` | {@linkcode MigrationRecord} | a migration in progress: where to resume after a crash |
  *
@@ -89,6 +99,33 @@ export const REFS_PER_PAGE = 256;
 /** Distinct digests one manifest may reference, so that its commit stays within KV's limits. */
 export const MAX_REFS_PER_MANIFEST = 16 * REFS_PER_PAGE;
 
+/** The bytes of a digest are being removed (`removing`, under a lease) or were (`removed`). */
+export interface GoneRecord {
+  state: "removing" | "removed";
+  /** When the state was entered (ms since epoch); a `removing` lease runs from here. */
+  at: number;
+}
+
+/** References of a large manifest counted ahead of its record (see `putManifest`). */
+export interface IntentChunk {
+  name: string;
+  digest: Digest;
+  at: number;
+  blobs: Digest[];
+  manifests: Digest[];
+}
+
+/** One page of a removed manifest's references, still counted in `gc_refs`. */
+export interface ReleasePage {
+  name: string;
+  digest: Digest;
+  blobs: Digest[];
+  manifests: Digest[];
+}
+
+/** The kinds of collection candidates in `gc_due`. */
+export type DueKind = "blob" | "manifest" | "subject";
+
 /** The KV layout version. */
 export interface SchemaRecord {
   version: number;
@@ -145,6 +182,24 @@ export const uploadTotalKey = () => ["upload_total"] as const;
 export const secretKey = (name: string) => ["secrets", name] as const;
 export const schemaKey = () => ["schema"] as const;
 export const migrationKey = () => ["schema_migration"] as const;
+export const gcRefsKey = (name: string, digest: Digest) => ["gc_refs", name, digest] as const;
+export const blobHoldersKey = (digest: Digest) => ["blob_holders", digest] as const;
+export const blobGoneKey = (digest: Digest) => ["blob_gone", digest] as const;
+export const gcEpochKey = (name: string) => ["gc_epoch", name] as const;
+export const gcDueKey = (kind: DueKind, at: number, name: string, digest: Digest) =>
+  ["gc_due", kind, at, name, digest] as const;
+export const gcDuePrefix = (kind: DueKind) => ["gc_due", kind] as const;
+export const gcBytesKey = (at: number, digest: Digest) => ["gc_bytes", at, digest] as const;
+export const gcBytesPrefix = () => ["gc_bytes"] as const;
+export const gcReleaseKey = (at: number, token: string, page: number) =>
+  ["gc_release", at, token, page] as const;
+export const gcReleasePrefix = () => ["gc_release"] as const;
+export const gcIntentKey = (token: string, index: number) => ["gc_intents", token, index] as const;
+export const gcIntentsPrefix = (token?: string) =>
+  (token === undefined ? ["gc_intents"] : ["gc_intents", token]) as Deno.KvKey;
+export const usageKey = (name: string) => ["usage", name] as const;
+export const usagePrefix = () => ["usage"] as const;
+export const usageTotalKey = () => ["usage_total"] as const;
 /** Schema version 1 only (removed by the migration to 2): bumped when a tag left a manifest. */
 export const legacyManifestEpochsPrefix = () => ["manifest_epochs"] as const;
 
@@ -164,6 +219,16 @@ export const FAMILIES = [
   "upload_counts",
   "upload_total",
   "secrets",
+  "gc_refs",
+  "blob_holders",
+  "blob_gone",
+  "gc_epoch",
+  "gc_due",
+  "gc_bytes",
+  "gc_release",
+  "gc_intents",
+  "usage",
+  "usage_total",
   "schema",
   "schema_migration",
 ] as const;

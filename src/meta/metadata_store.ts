@@ -14,14 +14,32 @@
 import type { Algorithm, Digest } from "../oci/digest.ts";
 import { KvMetadataAudit, type MetadataAudit, type Revision } from "./audit.ts";
 import { Kv, KV_LIMITS, RETRY } from "./kv.ts";
+import {
+  addUsage,
+  bumpEpoch,
+  countRefs,
+  enqueue,
+  holdBytes,
+  MINUS_ONE,
+  ONE,
+  releaseBytes,
+} from "./bookkeeping.ts";
+import { KvGcStore } from "./gc_store.ts";
 import { migrate } from "./schema.ts";
 import type { BlobStore } from "../storage/blob_store.ts";
 import {
   allUploadParts,
+  blobGoneKey,
+  blobHoldersKey,
   type BlobLink,
   blobLinkKey,
   blobReposKey,
   blobReposPrefix,
+  gcEpochKey,
+  gcIntentKey,
+  gcReleaseKey,
+  type GoneRecord,
+  type IntentChunk,
   joinRefs,
   manifestKey,
   type ManifestRecord,
@@ -61,8 +79,10 @@ export const MAX_TAGS_PER_PUT = 10;
 const MAX_MUTATIONS = KV_LIMITS.mutations;
 /** Tags one delete commit removes (two mutations each, under Deno KV's 1000). */
 const MAX_TAGS_PER_COMMIT = 450;
-const ONE = 1n;
-const MINUS_ONE = 0xffffffffffffffffn; // sums wrap modulo 2^64
+/** References a manifest PUT counts in its own commit; more are counted ahead (intents). */
+const INLINE_REFS = 200;
+/** Digests one intent chunk counts. */
+const INTENT_CHUNK = 64;
 
 /** One page of a listing. */
 export interface Page<T> {
@@ -81,6 +101,28 @@ export interface ManifestWrite {
   annotations?: Record<string, string>;
   /** What the manifest references; recorded in the same commit. */
   refs: { blobs: Digest[]; manifests: Digest[]; subject?: Digest };
+  /**
+   * What the references were validated against ({@linkcode MetadataStore.pushGuard});
+   * without one, nothing was validated and the commit takes things as they are.
+   */
+  guard?: PushGuard;
+}
+
+/**
+ * What a push read before it validated its references and placed its bytes:
+ * the repository's `gc_epoch` and the digest's `blob_gone` entry. Its commit
+ * checks both, so a removal in between makes it validate and place again.
+ */
+export interface PushGuard {
+  readonly epoch: Revision | null;
+  readonly bytes: Revision | null;
+}
+
+/** The state of a digest's bytes, as a linking commit must see it. */
+export interface BytesState {
+  /** The `blob_gone` entry's revision (null when there is none). */
+  readonly revision: Revision | null;
+  readonly gone: GoneRecord | null;
 }
 
 export type { Revision } from "./audit.ts";
@@ -109,9 +151,16 @@ export interface MetadataStore {
    * references, its tags (moving them if they pointed elsewhere), the tag
    * reverse index, its referrer entry and the repository, in one commit.
    */
-  putManifest(write: ManifestWrite): Promise<void>;
-  /** Removes a tag (only the pointer). False if there was no such tag. */
-  deleteTag(name: string, tag: string): Promise<boolean>;
+  putManifest(write: ManifestWrite): Promise<boolean>;
+  /** What a manifest push must read before validating (see {@linkcode PushGuard}). */
+  pushGuard(name: string, digest: Digest): Promise<PushGuard>;
+  /** Whether the bytes of `digest` are being removed, or were, by a collection. */
+  bytesState(digest: Digest): Promise<BytesState>;
+  /**
+   * Removes a tag (only the pointer). False if there was no such tag, or
+   * (with `expected`) when it was pushed again since.
+   */
+  deleteTag(name: string, tag: string, expected?: TagRecord): Promise<boolean>;
   /** Removes a manifest with its tags, references and referrer entry. False if absent. */
   deleteManifest(name: string, digest: Digest): Promise<boolean>;
   /** One page of the tags of `name`, in byte order, strictly after `last`. */
@@ -129,8 +178,11 @@ export interface MetadataStore {
   getBlobLink(name: string, digest: Digest): Promise<BlobLink | null>;
   /** Which of `digests` are not linked in `name`, in their order. */
   missingBlobs(name: string, digests: Digest[]): Promise<Digest[]>;
-  /** Makes a durable, verified blob visible in `name`. Idempotent. */
-  linkBlob(name: string, digest: Digest, size: number): Promise<void>;
+  /**
+   * Makes a durable, verified blob visible in `name`, unless a collection
+   * touched its bytes since `bytes` was read (false: place them and retry).
+   */
+  linkBlob(name: string, digest: Digest, size: number, bytes?: Revision | null): Promise<boolean>;
   /** Removes a blob from `name` (the bytes stay for other repositories). False if absent. */
   unlinkBlob(name: string, digest: Digest): Promise<boolean>;
   /**
@@ -150,9 +202,13 @@ export interface MetadataStore {
   commitPart(session: UploadSession, part: UploadPart): Promise<UploadSession | null>;
   /**
    * Ends a session if unchanged (only one finisher wins); with `link`, links
-   * the finished blob in the same commit. False when another request won.
+   * the finished blob in the same commit. False when another request won;
+   * "stale" when a collection touched the blob's bytes since `link.bytes` was read.
    */
-  endUpload(session: UploadSession, link?: { digest: Digest; size: number }): Promise<boolean>;
+  endUpload(
+    session: UploadSession,
+    link?: { digest: Digest; size: number; bytes?: Revision | null },
+  ): Promise<boolean | "stale">;
   /** Open sessions in `name` and in all (the caps are soft). */
   countUploads(name: string): Promise<{ repo: number; total: number }>;
   /** Every open session (the sweeper, fsck). */
@@ -168,6 +224,8 @@ export interface MetadataStore {
 
   /** Scans and checked repairs of every key family, for fsck: see `audit.ts`. */
   audit(): MetadataAudit;
+  /** The collector's side of the metadata: see `gc_store.ts`. */
+  gc(): KvGcStore;
 
   close(): void;
 }
@@ -196,6 +254,61 @@ export function referrerEntry(
   return entry;
 }
 
+/**
+ * Links `digest` into `name` (checked against the link as read): a new link
+ * holds the bytes and counts in the repository's usage; every link (new or
+ * renewed) is a candidate once its grace period is over.
+ */
+function addLink(
+  op: Deno.AtomicOperation,
+  name: string,
+  digest: Digest,
+  size: number,
+  link: Deno.KvEntryMaybe<BlobLink>,
+  holders: Deno.KvEntryMaybe<unknown>,
+): Deno.AtomicOperation {
+  const now = Date.now();
+  op.check(link)
+    .set(blobLinkKey(name, digest), { size, linkedAt: now } satisfies BlobLink)
+    .set(blobReposKey(digest, name), true);
+  if (link.value === null) {
+    holdBytes(op, digest, holders, size);
+    addUsage(op, name, size);
+  }
+  enqueue(op, "blob", now, name, digest);
+  return op;
+}
+
+/**
+ * The bookkeeping of a manifest record's removal: its bytes lose a holder,
+ * its repository the usage, its references move to release pages (uncounted
+ * by the next collection; counting too much meanwhile only keeps things
+ * longer), its referrers become candidates, and the repository's epoch moves.
+ */
+export function releaseRecord(
+  op: Deno.AtomicOperation,
+  name: string,
+  digest: Digest,
+  record: ManifestRecord,
+  pages: ManifestRefs[],
+  now: number,
+): void {
+  releaseBytes(op, digest, now);
+  addUsage(op, name, -record.size);
+  bumpEpoch(op, name);
+  const token = crypto.randomUUID();
+  pages.forEach((page, i) => {
+    if (page.blobs.length + page.manifests.length === 0) return;
+    op.set(gcReleaseKey(now, token, i), {
+      name,
+      digest,
+      blobs: page.blobs,
+      manifests: page.manifests,
+    });
+  });
+  enqueue(op, "subject", now, name, digest);
+}
+
 /** {@linkcode MetadataStore} over Deno KV. */
 export class KvMetadataStore implements MetadataStore {
   readonly kv: Kv;
@@ -214,7 +327,7 @@ export class KvMetadataStore implements MetadataStore {
    * resumable, crash-safe steps; throws `SchemaError` for a newer layout.
    */
   migrate(
-    blobs: Pick<BlobStore, "open">,
+    blobs: Pick<BlobStore, "open" | "stat">,
     options: { onProgress?: (line: string) => void } = {},
   ): Promise<{ from: number; to: number }> {
     return migrate(this.kv, blobs, options.onProgress ? { onProgress: options.onProgress } : {});
@@ -227,6 +340,26 @@ export class KvMetadataStore implements MetadataStore {
   /** Scans and checked repairs of every key family, for fsck. */
   audit(): MetadataAudit {
     return new KvMetadataAudit(this.kv);
+  }
+
+  gc(): KvGcStore {
+    return new KvGcStore(this.kv);
+  }
+
+  async pushGuard(name: string, digest: Digest): Promise<PushGuard> {
+    const [epoch, gone] = await this.kv.getMany<[unknown, unknown]>([
+      gcEpochKey(name),
+      blobGoneKey(digest),
+    ]);
+    return {
+      epoch: epoch.versionstamp as Revision | null,
+      bytes: gone.versionstamp as Revision | null,
+    };
+  }
+
+  async bytesState(digest: Digest): Promise<BytesState> {
+    const entry = await this.kv.get<GoneRecord>(blobGoneKey(digest));
+    return { revision: entry.versionstamp as Revision | null, gone: entry.value };
   }
 
   async repoExists(name: string): Promise<boolean> {
@@ -248,8 +381,8 @@ export class KvMetadataStore implements MetadataStore {
    * (moving them if they pointed elsewhere), the tag reverse index, its
    * referrer entry and the repository, in one commit.
    */
-  putManifest(write: ManifestWrite): Promise<void> {
-    const { name, digest, tags, annotations } = write;
+  putManifest(write: ManifestWrite): Promise<boolean> {
+    const { name, digest, tags, annotations, guard } = write;
     if (tags.length > MAX_TAGS_PER_PUT) {
       throw new RangeError(`At most ${MAX_TAGS_PER_PUT} tags per PUT`);
     }
@@ -258,14 +391,25 @@ export class KvMetadataStore implements MetadataStore {
     if (refCount > MAX_REFS_PER_MANIFEST) {
       throw new RangeError(`At most ${MAX_REFS_PER_MANIFEST} references per manifest`);
     }
+    const refs = joinRefs(pages);
+    const counted = [...refs.blobs, ...refs.manifests];
     return this.kv.transact("putManifest", async () => {
       // The clock is read before the tags (getMany takes at most 10 keys, so they cannot be one
       // read): a tag that changes after the clock was read bumps it, and the commit fails.
-      const [repo, existing, clock] = await this.kv.getMany<[unknown, ManifestRecord, Deno.KvU64]>([
+      const [repo, existing, clock, epoch, gone, holders] = await this.kv.getMany<
+        [unknown, ManifestRecord, Deno.KvU64, unknown, unknown, unknown]
+      >([
         repoKey(name),
         manifestKey(name, digest),
         tagClockKey(name),
+        gcEpochKey(name),
+        blobGoneKey(digest),
+        blobHoldersKey(digest),
       ]);
+      // Something was removed since the references were validated, or the bytes placed.
+      if (guard && (epoch.versionstamp !== guard.epoch || gone.versionstamp !== guard.bytes)) {
+        return false;
+      }
       const current = tags.length
         ? await this.kv.getMany<unknown[]>(tags.map((tag) => tagKey(name, tag)))
         : [];
@@ -279,13 +423,30 @@ export class KvMetadataStore implements MetadataStore {
           createdAt: existing.value.createdAt,
         }
         : write.record;
+      const fresh = existing.value === null;
+      // A large manifest's references are counted ahead, in commits of their own.
+      const ahead = fresh && counted.length > INLINE_REFS
+        ? await this.#countAhead(name, digest, refs)
+        : null;
       const now = Date.now();
       const ok = await this.kv.commit((op) => {
+        op.check(existing, epoch, gone);
         if (repo.versionstamp === null) op.set(repoKey(name), { createdAt: now });
         // Always rewritten, even unchanged: a concurrent deleteManifest checks it.
         op.set(manifestKey(name, digest), record);
         // The same digest always has the same bytes, so the same references.
         pages.forEach((page, i) => op.set(manifestRefsKey(name, digest, i), page));
+        if (fresh) {
+          holdBytes(op, digest, holders, record.size);
+          addUsage(op, name, record.size);
+          if (ahead) {
+            op.check({ key: gcIntentKey(ahead.token, 0), versionstamp: ahead.first });
+            for (let i = 0; i < ahead.chunks; i++) op.delete(gcIntentKey(ahead.token, i));
+          } else {
+            countRefs(op, name, counted);
+          }
+          if (tags.length === 0) enqueue(op, "manifest", now, name, digest);
+        }
         if (tags.length) {
           // One check covers every tag of the repository: a tag that moved since it was
           // read bumped the clock.
@@ -295,6 +456,7 @@ export class KvMetadataStore implements MetadataStore {
           const entry = current[i] as Deno.KvEntryMaybe<TagRecord>;
           if (entry.value && entry.value.digest !== digest) {
             op.delete(tagsByDigestKey(name, entry.value.digest, tag));
+            enqueue(op, "manifest", now, name, entry.value.digest);
           }
           const tagRecord: TagRecord = {
             digest,
@@ -312,8 +474,41 @@ export class KvMetadataStore implements MetadataStore {
         }
         return op;
       });
-      return ok ? undefined : RETRY;
+      if (ok) return true;
+      if (ahead) await this.gc().undoIntent(ahead.token);
+      return RETRY;
     });
+  }
+
+  /**
+   * Counts a large manifest's references before its record commit, in chunks
+   * of {@linkcode INTENT_CHUNK}, each recorded as an intent (counting too much
+   * only keeps things longer). The record commit checks the first chunk and
+   * deletes them all; a push that fails undoes them, and a collection undoes
+   * those a crashed push left (`gc_store.ts`).
+   */
+  async #countAhead(
+    name: string,
+    digest: Digest,
+    refs: { blobs: Digest[]; manifests: Digest[] },
+  ): Promise<{ token: string; first: string; chunks: number }> {
+    const token = crypto.randomUUID();
+    const items = [
+      ...refs.blobs.map((d) => ["blobs", d] as const),
+      ...refs.manifests.map((d) => ["manifests", d] as const),
+    ];
+    let first = "";
+    let index = 0;
+    for (let i = 0; i < items.length; i += INTENT_CHUNK, index++) {
+      const chunk: IntentChunk = { name, digest, at: Date.now(), blobs: [], manifests: [] };
+      for (const [kind, d] of items.slice(i, i + INTENT_CHUNK)) chunk[kind].push(d);
+      const stamp = await this.kv.commit((op) => {
+        countRefs(op, name, [...chunk.blobs, ...chunk.manifests]);
+        return op.set(gcIntentKey(token, index), chunk);
+      });
+      if (index === 0) first = stamp!;
+    }
+    return { token, first, chunks: index };
   }
 
   /** What a manifest references, or null when there is no such manifest (or no record of it). */
@@ -326,18 +521,26 @@ export class KvMetadataStore implements MetadataStore {
   }
 
   /** Removes a tag (only the pointer). Returns false if there was no such tag. */
-  deleteTag(name: string, tag: string): Promise<boolean> {
+  deleteTag(name: string, tag: string, expected?: TagRecord): Promise<boolean> {
     return this.kv.transact("deleteTag", async () => {
       const [entry, clock] = await this.kv.getMany<[TagRecord, Deno.KvU64]>([
         tagKey(name, tag),
         tagClockKey(name),
       ]);
       if (!entry.value) return false;
+      if (
+        expected &&
+        (entry.value.digest !== expected.digest || entry.value.updatedAt !== expected.updatedAt)
+      ) {
+        return false;
+      }
       const digest = entry.value.digest;
-      const ok = await this.kv.commit((op) =>
+      const ok = await this.kv.commit((op) => {
         op.check(entry).check(clock).sum(tagClockKey(name), ONE)
-          .delete(tagKey(name, tag)).delete(tagsByDigestKey(name, digest, tag))
-      );
+          .delete(tagKey(name, tag)).delete(tagsByDigestKey(name, digest, tag));
+        enqueue(op, "manifest", Date.now(), name, digest);
+        return op;
+      });
       return ok ? true : RETRY;
     });
   }
@@ -387,6 +590,7 @@ export class KvMetadataStore implements MetadataStore {
         const values = await this.kv.getMany<TagRecord[]>(batch.map((tag) => tagKey(name, tag)));
         values.forEach((v, j) => v.value?.digest === digest && pointing.add(batch[j]!));
       }
+      const now = Date.now();
       const ok = await this.kv.commit((op) => {
         op.check(entry).check(clock);
         if (tags.length) op.sum(tagClockKey(name), ONE);
@@ -396,6 +600,7 @@ export class KvMetadataStore implements MetadataStore {
         }
         if (!last) return op; // a batch: go round again
         op.delete(manifestKey(name, digest));
+        releaseRecord(op, name, digest, record, refPages.map((p) => p.value), now);
         for (const page of refPages) op.delete(page.key);
         if (record.subject) {
           op.delete(referrerKey(name, record.subject, record.artifactType ?? "", digest));
@@ -496,26 +701,35 @@ export class KvMetadataStore implements MetadataStore {
     return unique.filter((d) => missing.has(d)); // in the manifest's order
   }
 
-  /** Makes a durable, verified blob visible in `name`. Idempotent. */
-  async linkBlob(name: string, digest: Digest, size: number): Promise<void> {
-    const now = Date.now();
-    const repo = await this.kv.get(repoKey(name));
-    await this.kv.commit((op) => {
-      if (repo.versionstamp === null) op.set(repoKey(name), { createdAt: now });
-      return op
-        .set(blobLinkKey(name, digest), { size, linkedAt: now } satisfies BlobLink)
-        .set(blobReposKey(digest, name), true);
+  /** Makes a durable, verified blob visible in `name`, unless its bytes were touched since. */
+  linkBlob(name: string, digest: Digest, size: number, bytes?: Revision | null): Promise<boolean> {
+    return this.kv.transact("linkBlob", async () => {
+      const [repo, link, holders, gone] = await this.kv.getMany<
+        [unknown, BlobLink, unknown, unknown]
+      >([repoKey(name), blobLinkKey(name, digest), blobHoldersKey(digest), blobGoneKey(digest)]);
+      if (bytes !== undefined && gone.versionstamp !== bytes) return false;
+      const ok = await this.kv.commit((op) => {
+        op.check(gone);
+        if (repo.versionstamp === null) op.set(repoKey(name), { createdAt: Date.now() });
+        return addLink(op, name, digest, size, link, holders);
+      });
+      return ok ? true : RETRY;
     });
   }
 
-  /** Removes a blob from `name` (the bytes stay for other repositories). */
+  /** Removes a blob from `name` (the bytes stay while other repositories hold them). */
   unlinkBlob(name: string, digest: Digest): Promise<boolean> {
     return this.kv.transact("unlinkBlob", async () => {
       const entry = await this.kv.get<BlobLink>(blobLinkKey(name, digest));
       if (!entry.value) return false;
-      const ok = await this.kv.commit((op) =>
-        op.check(entry).delete(blobLinkKey(name, digest)).delete(blobReposKey(digest, name))
-      );
+      const size = entry.value.size;
+      const ok = await this.kv.commit((op) => {
+        op.check(entry).delete(blobLinkKey(name, digest)).delete(blobReposKey(digest, name));
+        releaseBytes(op, digest, Date.now());
+        addUsage(op, name, -size);
+        bumpEpoch(op, name);
+        return op;
+      });
       return ok ? true : RETRY;
     });
   }
@@ -528,18 +742,21 @@ export class KvMetadataStore implements MetadataStore {
   mountBlob(name: string, digest: Digest, from: string): Promise<number | null> {
     return this.kv.transact("mountBlob", async () => {
       const source = from;
-      const [link, repo] = await this.kv.getMany<[BlobLink, unknown]>([
+      const [link, repo, mine, holders] = await this.kv.getMany<
+        [BlobLink, unknown, BlobLink, unknown]
+      >([
         blobLinkKey(source, digest),
         repoKey(name),
+        blobLinkKey(name, digest),
+        blobHoldersKey(digest),
       ]);
       if (!link.value) return null;
       const now = Date.now();
       const size = link.value.size;
+      // The source's link holds the bytes, so no collection can be removing them.
       const ok = await this.kv.commit((op) => {
         if (repo.versionstamp === null) op.set(repoKey(name), { createdAt: now });
-        return op.check(link)
-          .set(blobLinkKey(name, digest), { size, linkedAt: now } satisfies BlobLink)
-          .set(blobReposKey(digest, name), true);
+        return addLink(op.check(link), name, digest, size, mine, holders);
       });
       return ok ? size : RETRY;
     });
@@ -614,29 +831,40 @@ export class KvMetadataStore implements MetadataStore {
 
   async endUpload(
     session: UploadSession,
-    link?: { digest: Digest; size: number },
-  ): Promise<boolean> {
+    link?: { digest: Digest; size: number; bytes?: Revision | null },
+  ): Promise<boolean | "stale"> {
     const { uploadId } = session;
     const { name, parts } = session.record;
-    const now = Date.now();
-    const repo = link ? await this.kv.get(repoKey(name)) : null;
-    const inline = Math.min(parts, MAX_MUTATIONS - 10);
-    const ok = await this.kv.commit((op) => {
-      op.check(sessionCheck(session)).delete(uploadKey(uploadId))
-        .sum(uploadCountKey(name), MINUS_ONE)
-        .sum(uploadTotalKey(), MINUS_ONE);
-      for (let i = 0; i < inline; i++) op.delete(uploadPartKey(uploadId, i));
-      if (link) {
-        if (repo?.versionstamp === null) op.set(repoKey(name), { createdAt: now });
-        op.set(
+    const inline = Math.min(parts, MAX_MUTATIONS - 20);
+    const ended = await this.kv.transact("endUpload", async () => {
+      const now = Date.now();
+      const [repo, existing, holders, gone] = link
+        ? await this.kv.getMany<[unknown, BlobLink, unknown, unknown]>([
+          repoKey(name),
           blobLinkKey(name, link.digest),
-          { size: link.size, linkedAt: now } satisfies BlobLink,
-        ).set(blobReposKey(link.digest, name), true);
-      }
-      return op;
+          blobHoldersKey(link.digest),
+          blobGoneKey(link.digest),
+        ])
+        : [null, null, null, null];
+      if (link?.bytes !== undefined && gone?.versionstamp !== link.bytes) return "stale" as const;
+      const ok = await this.kv.commit((op) => {
+        op.check(sessionCheck(session)).delete(uploadKey(uploadId))
+          .sum(uploadCountKey(name), MINUS_ONE)
+          .sum(uploadTotalKey(), MINUS_ONE);
+        for (let i = 0; i < inline; i++) op.delete(uploadPartKey(uploadId, i));
+        if (link && existing && holders && gone) {
+          if (repo?.versionstamp === null) op.set(repoKey(name), { createdAt: now });
+          addLink(op.check(gone), name, link.digest, link.size, existing, holders);
+        }
+        return op;
+      });
+      if (ok !== null) return true;
+      // Another request changed the session: it won. Else the link changed meanwhile: again.
+      const current = await this.kv.get(uploadKey(uploadId));
+      return current.versionstamp === session.revision ? RETRY : false;
     });
-    if (ok !== null && parts > inline) await this.#deleteParts(uploadId, inline);
-    return ok !== null;
+    if (ended === true && parts > inline) await this.#deleteParts(uploadId, inline);
+    return ended;
   }
 
   /** Deletes part records of a session from `from` on (sessions with very many chunks). */

@@ -826,11 +826,16 @@ Deno.test("keys are laid out as the key table in keys.ts documents", async () =>
   await meta.createUpload("u", "app", "sha256");
   assert.ok(await meta.commitPart(await session(meta, "u"), part(0)));
   const keys: Deno.KvKey[] = [];
+  const LINKED_AT = (await meta.getBlobLink("app", layer))!.linkedAt;
   for await (const entry of meta.raw.list({ prefix: [] })) keys.push(entry.key);
   // Written out, not built with the key builders: this is the documented layout.
   assert.deepEqual(keys, [
+    ["blob_holders", d],
+    ["blob_holders", layer],
     ["blob_links", "app", layer],
     ["blob_repos", layer, "app"],
+    ["gc_due", "blob", LINKED_AT, "app", layer],
+    ["gc_refs", "app", layer],
     ["manifest_refs", "app", d, 0],
     ["manifests", "app", d],
     ["referrers", "app", subject, "application/x.sig", d],
@@ -842,6 +847,8 @@ Deno.test("keys are laid out as the key table in keys.ts documents", async () =>
     ["upload_parts", "u", 0],
     ["upload_total"],
     ["uploads", "u"],
+    ["usage", "app"],
+    ["usage_total"],
   ]);
   // Every family written is a row of the key table in keys.ts's doc comment.
   const table = await Deno.readTextFile(new URL("./keys.ts", import.meta.url));

@@ -10,7 +10,22 @@
  *    from its record: the subject, no blobs), in key order, a batch per commit;
  * 2. step `epochs`: every `manifest_epochs` key (schema 1 only) is deleted, a
  *    batch per commit;
- * 3. one commit sets `["schema"]` and deletes `["schema_migration"]`.
+ * 3. one commit sets `["schema"]` and deletes `["schema_migration"]` (or, on
+ *    the way to 3, moves on to the steps below).
+ *
+ * Schema 2 → 3 (the garbage collector's bookkeeping):
+ *
+ * 1. step `gc-manifests`: for every manifest record, in key order, its
+ *    references are counted (`gc_refs`), it holds its bytes (`blob_holders`),
+ *    its size counts in its repository's `usage`, and an untagged one is
+ *    queued as a candidate (`gc_due`);
+ * 2. step `gc-links`: every blob link holds its bytes, counts in `usage` and
+ *    is queued as a candidate at the time it was linked;
+ * 3. step `gc-total`: every digest with holders counts its size (from the
+ *    blob store) once in `usage_total`; then the version is set.
+ *
+ * Counts are sums, so each batch commits them together with the cursor it
+ * reached, checked against the migration record: a batch is counted once.
  *
  * Each commit also saves where it got to in `["schema_migration"]` and checks
  * that record, so a crash between any two commits resumes where it stopped,
@@ -26,20 +41,29 @@ import { parseManifest } from "../oci/manifest.ts";
 import type { BlobStore } from "../storage/blob_store.ts";
 import { readLimited } from "../storage/streams.ts";
 import {
+  blobHoldersKey,
+  type BlobLink,
+  gcDueKey,
+  gcRefsKey,
+  joinRefs,
   legacyManifestEpochsPrefix,
   type ManifestRecord,
   type ManifestRefs,
   manifestRefsKey,
+  manifestRefsPrefix,
   migrationKey,
   type MigrationRecord,
   refsPages,
   schemaKey,
   type SchemaRecord,
+  tagsByDigestPrefix,
+  usageKey,
+  usageTotalKey,
 } from "./keys.ts";
 import { type Kv, KV_LIMITS } from "./kv.ts";
 
 /** The KV layout this Berth reads and writes. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** A KV this Berth cannot use as it is (written by a newer one, or unreadable). */
 export class SchemaError extends Error {
@@ -71,7 +95,7 @@ const MAX_KEY_BYTES = KV_LIMITS.keyBytes * 0.8;
 const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 const MANIFESTS_PREFIX = ["manifests"] as const;
 
-type Write = [key: Deno.KvKey, value?: unknown];
+type Write = [key: Deno.KvKey, value?: unknown, sum?: bigint];
 
 const encoder = new TextEncoder();
 
@@ -123,7 +147,7 @@ class Budget {
 
 interface Run {
   kv: Kv;
-  blobs: Pick<BlobStore, "open">;
+  blobs: Pick<BlobStore, "open" | "stat">;
   batch: number;
   progress: (line: string) => void;
   commits: number;
@@ -231,8 +255,180 @@ function sameKey(a: Deno.KvKey, b: Deno.KvKey): boolean {
 }
 
 function apply(op: Deno.AtomicOperation, writes: Write[]): Deno.AtomicOperation {
-  for (const [key, value] of writes) value === undefined ? op.delete(key) : op.set(key, value);
+  for (const [key, value, sum] of writes) {
+    if (sum !== undefined) op.sum(key, sum);
+    else if (value === undefined) op.delete(key);
+    else op.set(key, value);
+  }
   return op;
+}
+
+/** Counter increments as writes, merged per key (a batch adds each key once). */
+function sums(counts: Map<string, { key: Deno.KvKey; n: bigint }>): Write[] {
+  return [...counts.values()].map(({ key, n }) => [key, 0, BigInt.asUintN(64, n)]);
+}
+
+function addCount(
+  counts: Map<string, { key: Deno.KvKey; n: bigint }>,
+  key: Deno.KvKey,
+  n: bigint,
+): void {
+  const id = JSON.stringify(key);
+  const current = counts.get(id);
+  if (current) current.n += n;
+  else counts.set(id, { key, n });
+}
+
+/** The three schema-3 steps, in order: what each scans, what it counts, and the next step. */
+const GC_STEPS: Record<string, { prefix: Deno.KvKey; next: string | null }> = {
+  "gc-manifests": { prefix: ["manifests"], next: "gc-links" },
+  "gc-links": { prefix: ["blob_links"], next: "gc-total" },
+  "gc-total": { prefix: ["blob_holders"], next: null },
+};
+
+/** References of one manifest counted per commit when its counts do not fit one batch. */
+const REFS_PER_COMMIT = 200;
+
+/** The bookkeeping of one entry of a schema-3 step (of a manifest: its refs from `offset`). */
+async function gcWrites(
+  run: Run,
+  step: string,
+  entry: Deno.KvEntry<unknown>,
+  counts: Map<string, { key: Deno.KvKey; n: bigint }>,
+  part?: { offset: number },
+): Promise<{ writes: Write[]; done: boolean }> {
+  const writes: Write[] = [];
+  if (step === "gc-manifests") {
+    const [, name, digest] = entry.key as [string, string, Digest];
+    const record = entry.value as ManifestRecord;
+    const [pages, tagged] = await Promise.all([
+      run.kv.list<ManifestRefs>({ prefix: manifestRefsPrefix(name, digest) }, 64),
+      run.kv.list({ prefix: tagsByDigestPrefix(name, digest) }, 1),
+    ]);
+    const refs = joinRefs(pages.map((p) => p.value));
+    const all = [...new Set([...refs.blobs, ...refs.manifests])];
+    const from = part?.offset ?? 0;
+    const to = part ? Math.min(from + REFS_PER_COMMIT, all.length) : all.length;
+    for (const d of all.slice(from, to)) addCount(counts, gcRefsKey(name, d), 1n);
+    if (to < all.length) return { writes, done: false };
+    addCount(counts, blobHoldersKey(digest), 1n);
+    addCount(counts, usageKey(name), BigInt(record.size ?? 0));
+    if (tagged.length === 0) {
+      writes.push([gcDueKey("manifest", record.createdAt ?? 0, name, digest), true]);
+    }
+  } else if (step === "gc-links") {
+    const [, name, digest] = entry.key as [string, string, Digest];
+    const link = entry.value as BlobLink;
+    addCount(counts, blobHoldersKey(digest), 1n);
+    addCount(counts, usageKey(name), BigInt(link.size ?? 0));
+    writes.push([gcDueKey("blob", link.linkedAt ?? 0, name, digest), true]);
+  } else {
+    const digest = entry.key[1] as Digest;
+    const info = await run.blobs.stat(digest);
+    addCount(counts, usageTotalKey(), BigInt(info?.size ?? 0));
+  }
+  return { writes, done: true };
+}
+
+/** Where a schema-3 step is: after a key, or within one manifest's references. */
+interface GcCursor {
+  after?: Deno.KvKey;
+  at?: Deno.KvKey;
+  offset?: number;
+}
+
+function parseGcCursor(cursor: string | undefined): GcCursor {
+  if (cursor === undefined) return {};
+  try {
+    const parsed = JSON.parse(cursor) as GcCursor;
+    if (typeof parsed === "object" && parsed !== null) return parsed;
+  } catch { /* reported below */ }
+  throw new SchemaError(`The migration cursor ${JSON.stringify(cursor)} is not readable`);
+}
+
+/**
+ * A batch of a schema-3 step after the cursor: its counts and queue entries,
+ * with the cursor, in one commit. A manifest whose counts do not fit one
+ * commit is counted over several, the cursor saying how far.
+ */
+async function gcBatch(run: Run, migration: Deno.KvEntry<MigrationRecord>): Promise<void> {
+  const state = migration.value;
+  const step = GC_STEPS[state.step]!;
+  const cursor = parseGcCursor(state.cursor);
+  const reserved: Write[] = [[migrationKey(), { ...state, cursor: "x".repeat(1024) }]];
+  const save = async (writes: Write[], next: GcCursor, line: string) => {
+    const record: MigrationRecord = { ...state, cursor: JSON.stringify(next) };
+    if (await commit(run, [migration], (op) => apply(op, writes).set(migrationKey(), record))) {
+      run.progress(line);
+    }
+  };
+  if (cursor.at) {
+    const entry = await run.kv.get<unknown>(cursor.at);
+    const counts = new Map<string, { key: Deno.KvKey; n: bigint }>();
+    if (entry.versionstamp === null) return await save([], { after: cursor.at }, "schema: gone");
+    const offset = cursor.offset ?? 0;
+    const { writes, done } = await gcWrites(
+      run,
+      state.step,
+      entry as Deno.KvEntry<unknown>,
+      counts,
+      { offset },
+    );
+    const next = done ? { after: cursor.at } : { at: cursor.at, offset: offset + REFS_PER_COMMIT };
+    return await save(
+      [...sums(counts), ...writes],
+      next,
+      `schema: ${state.step}: references of ${JSON.stringify(cursor.at)} from ${offset} counted`,
+    );
+  }
+  const after = cursor.after;
+  const listed = await run.kv.list<unknown>(
+    after ? { prefix: step.prefix, start: after } : { prefix: step.prefix },
+    run.batch + 1,
+  );
+  const entries = listed.filter((e) => !after || !sameKey(e.key, after)).slice(0, run.batch);
+  if (entries.length === 0) {
+    if (step.next !== null) {
+      const next: MigrationRecord = { from: state.from, to: state.to, step: step.next };
+      if (await commit(run, [migration], (op) => op.set(migrationKey(), next))) {
+        run.progress(`schema: step ${state.step} done`);
+      }
+      return;
+    }
+    const [schema] = await run.kv.getMany<[unknown]>([schemaKey()]);
+    const record: SchemaRecord = { version: state.to, migratedAt: Date.now() };
+    const finished = await commit(
+      run,
+      [migration, schema],
+      (op) => op.set(schemaKey(), record).delete(migrationKey()),
+    );
+    if (finished) run.progress(`schema: schema ${record.version} reached`);
+    return;
+  }
+  let counts = new Map<string, { key: Deno.KvKey; n: bigint }>();
+  let queued: Write[] = [];
+  let last: Deno.KvKey | null = null;
+  let done = 0;
+  for (const entry of entries) {
+    const trial = new Map([...counts].map(([k, v]) => [k, { ...v }]));
+    const more = (await gcWrites(run, state.step, entry, trial)).writes;
+    if (!new Budget(reserved).fits([...sums(trial), ...queued, ...more])) {
+      if (done === 0) {
+        // One manifest with more references than a commit holds: counted in parts.
+        return await save([], { at: entry.key, offset: 0 }, "schema: a large manifest next");
+      }
+      break;
+    }
+    counts = trial;
+    queued = [...queued, ...more];
+    last = entry.key;
+    done++;
+  }
+  await save(
+    [...sums(counts), ...queued],
+    { after: last! },
+    `schema: ${state.step}: ${done} entr(ies) counted`,
+  );
 }
 
 /** Step `refs`: records the references of the next batch of manifests after the cursor. */
@@ -301,6 +497,14 @@ async function epochsBatch(
     Math.min(run.batch, MAX_MUTATIONS),
   );
   if (listed.length === 0) {
+    if (migration.value.to >= 3) {
+      const next: MigrationRecord = { ...migration.value, step: "gc-manifests" };
+      delete next.cursor;
+      if (await commit(run, [migration], (op) => op.set(migrationKey(), next))) {
+        run.progress("schema: schema 2 layout reached; counting for the garbage collector");
+      }
+      return;
+    }
     const record: SchemaRecord = { version: migration.value.to, migratedAt: Date.now() };
     const finished = await commit(
       run,
@@ -337,7 +541,7 @@ async function epochsBatch(
  */
 export async function migrate(
   kv: Kv,
-  blobs: Pick<BlobStore, "open">,
+  blobs: Pick<BlobStore, "open" | "stat">,
   options: MigrateOptions = {},
 ): Promise<MigrateResult> {
   const run: Run = {
@@ -366,8 +570,14 @@ export async function migrate(
         continue;
       }
       from = version ?? 1;
-      if (from !== 1) throw new SchemaError(`No migration from schema ${from} is known`);
-      const start: MigrationRecord = { from, to: SCHEMA_VERSION, step: "refs" };
+      if (from !== 1 && from !== 2) {
+        throw new SchemaError(`No migration from schema ${from} is known`);
+      }
+      const start: MigrationRecord = {
+        from,
+        to: SCHEMA_VERSION,
+        step: from === 1 ? "refs" : "gc-manifests",
+      };
       run.progress(`schema: migrating from schema ${from} to ${SCHEMA_VERSION}`);
       await commit(run, [schema, migration], (op) => op.set(migrationKey(), start));
       continue;
@@ -380,6 +590,11 @@ export async function migrate(
         break;
       case "epochs":
         await epochsBatch(run, entry, schema);
+        break;
+      case "gc-manifests":
+      case "gc-links":
+      case "gc-total":
+        await gcBatch(run, entry);
         break;
       default:
         throw new SchemaError(

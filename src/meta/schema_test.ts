@@ -31,6 +31,9 @@ import {
 } from "./keys.ts";
 import { Kv } from "./kv.ts";
 import { migrate, SCHEMA_VERSION, SchemaError } from "./schema.ts";
+import { KvMetadataAudit } from "./audit.ts";
+import { examine } from "../fsck/invariants.ts";
+import { bookkeepingCounters, bookkeepingQueues } from "../fsck/checks/bookkeeping.ts";
 
 const encoder = new TextEncoder();
 
@@ -232,12 +235,12 @@ Deno.test("migrate() gives a new, empty KV the current version", async () => {
   await using f = await fixture([]);
   using kv = await Deno.openKv(":memory:");
   const before = Date.now();
-  assert.deepEqual(await migrate(new Kv(kv), f.blobs), { from: 2, to: 2 });
-  assert.equal(SCHEMA_VERSION, 2);
+  assert.deepEqual(await migrate(new Kv(kv), f.blobs), { from: 3, to: 3 });
+  assert.equal(SCHEMA_VERSION, 3);
   const entries = await dump(kv, { versionstamps: true });
   assert.equal(entries.length, 1);
   const schema = (await kv.get<{ version: number; migratedAt: number }>(schemaKey())).value;
-  assert.equal(schema?.version, 2);
+  assert.equal(schema?.version, 3);
   assert.ok(schema.migratedAt >= before && schema.migratedAt <= Date.now());
 });
 
@@ -246,7 +249,7 @@ Deno.test("migrate() records every schema-1 manifest's references as parsing its
   using kv = await f.openSchema1();
   const lines: string[] = [];
   const result = await migrate(new Kv(kv), f.blobs, { onProgress: (line) => lines.push(line) });
-  assert.deepEqual(result, { from: 1, to: 2 });
+  assert.deepEqual(result, { from: 1, to: 3 });
   for (const m of f.manifests) {
     const pages = await refsOf(kv, m.name, m.digest);
     let parsed;
@@ -283,7 +286,7 @@ Deno.test("migrate() records every schema-1 manifest's references as parsing its
   assert.equal((await refsOf(kv, "tools", f.manifests[9]!.digest)).length, 16);
   assert.equal(await count(kv, legacyManifestEpochsPrefix()), 0);
   assert.equal(await count(kv, migrationKey()), 0);
-  assert.equal((await kv.get<{ version: number }>(schemaKey())).value?.version, 2);
+  assert.equal((await kv.get<{ version: number }>(schemaKey())).value?.version, 3);
   // Everything else is as it was.
   assert.equal(await count(kv, ["tags"]), f.manifests.length);
   assert.equal(await count(kv, ["manifests"]), f.manifests.length);
@@ -306,7 +309,7 @@ Deno.test("migrate() refuses a KV written by a newer Berth and changes nothing",
     () => migrate(new Kv(kv), f.blobs),
     (error: unknown) => {
       assert.ok(error instanceof SchemaError);
-      assert.match(error.message, /newer Berth \(schema 99\).*schema 2 and older: upgrade Berth/);
+      assert.match(error.message, /newer Berth \(schema 99\).*schema 3 and older: upgrade Berth/);
       assert.doesNotMatch(error.message, /\n/);
       return true;
     },
@@ -317,8 +320,8 @@ Deno.test("migrate() refuses a KV written by a newer Berth and changes nothing",
 Deno.test("migrate() refuses a KV a newer Berth was migrating, and changes nothing", async () => {
   await using f = await fixture([]);
   using kv = await Deno.openKv(":memory:");
-  await kv.set(schemaKey(), { version: 2, migratedAt: 1 });
-  await kv.set(migrationKey(), { from: 2, to: 3, step: "something" });
+  await kv.set(schemaKey(), { version: 3, migratedAt: 1 });
+  await kv.set(migrationKey(), { from: 3, to: 4, step: "something" });
   const before = await dump(kv, { versionstamps: true });
   await assert.rejects(() => migrate(new Kv(kv), f.blobs), SchemaError);
   assert.deepEqual(await dump(kv, { versionstamps: true }), before);
@@ -355,8 +358,8 @@ Deno.test("migrate() interrupted after any commit and resumed ends as an uninter
       } catch (again) {
         assert.match((again as Error).message, /stopped after 1 commits/);
       }
-      const from = (await kv.get(schemaKey())).value === null ? 1 : 2;
-      assert.deepEqual(await migrate(new Kv(kv), f.blobs, { batch: 5 }), { from, to: 2 });
+      const from = (await kv.get(schemaKey())).value === null ? 1 : 3;
+      assert.deepEqual(await migrate(new Kv(kv), f.blobs, { batch: 5 }), { from, to: 3 });
     }
     assert.deepEqual(await dump(kv), expected, `stopped after ${stop} commits`);
     if (finished) break;
@@ -379,11 +382,11 @@ Deno.test("migrate() run twice at once ends as one run", async () => {
     migrate(new Kv(kv), f.blobs, { batch: 2 }),
     migrate(new Kv(kv), f.blobs, { batch: 3 }),
   ]);
-  assert.deepEqual(results, [{ from: 1, to: 2 }, { from: 1, to: 2 }]);
+  assert.deepEqual(results, [{ from: 1, to: 3 }, { from: 1, to: 3 }]);
   assert.deepEqual(await dump(kv), expected);
 });
 
-Deno.test("migrate() on schema 2 changes nothing", async () => {
+Deno.test("migrate() on schema 3 changes nothing", async () => {
   await using f = await fixture();
   using kv = await f.openSchema1();
   await migrate(new Kv(kv), f.blobs);
@@ -391,7 +394,7 @@ Deno.test("migrate() on schema 2 changes nothing", async () => {
   const lines: string[] = [];
   assert.deepEqual(
     await migrate(new Kv(kv), f.blobs, { onProgress: (line) => lines.push(line) }),
-    { from: 2, to: 2 },
+    { from: 3, to: 3 },
   );
   assert.deepEqual(await dump(kv, { versionstamps: true }), before);
   assert.deepEqual(lines, []);
@@ -410,7 +413,7 @@ Deno.test("migrate() keeps each commit within Deno KV's limits with long names a
   const lines: string[] = [];
   assert.deepEqual(
     await migrate(new Kv(kv), f.blobs, { batch: 1000, onProgress: (line) => lines.push(line) }),
-    { from: 1, to: 2 },
+    { from: 1, to: 3 },
   );
   assert.equal(await count(kv, ["manifest_refs"]), 950);
   assert.equal(await count(kv, legacyManifestEpochsPrefix()), 0);
@@ -423,10 +426,26 @@ Deno.test("migrate() migrates a schema-1 KV that holds no manifests", async () =
   using kv = await Deno.openKv(":memory:");
   await kv.set(repoKey("empty"), { createdAt: 1 });
   await kv.set([...legacyManifestEpochsPrefix(), "empty", digestOf("gone")], new Deno.KvU64(1n));
-  assert.deepEqual(await migrate(new Kv(kv), f.blobs), { from: 1, to: 2 });
+  assert.deepEqual(await migrate(new Kv(kv), f.blobs), { from: 1, to: 3 });
   const entries = await dump(kv);
   assert.deepEqual(entries, [
     { key: ["repos", "empty"], value: { createdAt: 1 } },
-    { key: ["schema"], value: { version: 2, migratedAt: "(any)" } },
+    { key: ["schema"], value: { version: 3, migratedAt: "(any)" } },
   ]);
+});
+
+Deno.test("migrate() builds the collector's counts and queue as the records imply", async () => {
+  await using f = await fixture();
+  using kv = await f.openSchema1();
+  // Links too: what the last release held besides manifests.
+  const layer = digestOf("alpine 1 layer 0");
+  await kv.set(["blob_links", "alpine", layer], { size: 100, linkedAt: 5 });
+  await kv.set(["blob_repos", layer, "alpine"], true);
+  await migrate(new Kv(kv), f.blobs, { batch: 3 });
+  const ctx = await examine(new KvMetadataAudit(new Kv(kv)), f.blobs);
+  const found = [...bookkeepingCounters.check(ctx), ...bookkeepingQueues.check(ctx)];
+  assert.deepEqual(found.map((x) => x.message), []);
+  assert.ok(await count(kv, ["gc_refs"]) > 0);
+  assert.deepEqual((await kv.get(["gc_due", "blob", 5, "alpine", layer])).value, true);
+  assert.equal((await kv.get<Deno.KvU64>(["blob_holders", layer])).value?.value, 1n);
 });

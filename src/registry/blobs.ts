@@ -5,7 +5,8 @@
  *
  * @module
  */
-import type { Digest } from "../oci/digest.ts";
+import { type Digest, digestAlgorithm } from "../oci/digest.ts";
+import { settledBytes } from "../gc/bytes.ts";
 import { OciError } from "../oci/errors.ts";
 import { type ByteRange, parseRange } from "../oci/range.ts";
 import type { RegistryContext } from "./context.ts";
@@ -51,16 +52,29 @@ export class Blobs {
     return { size: blob.size, range, stream: blob.stream };
   }
 
-  /** Stores a whole body as `digest` in `name`, verified while it streams. */
+  /**
+   * Stores a whole body as `digest` in `name`, verified while it streams. The
+   * body is kept as a scratch part until the link is committed, so that a
+   * collection removing the same bytes meanwhile makes it place them again.
+   */
   async put(name: string, digest: Digest, body: ReadableStream<Uint8Array> | null): Promise<void> {
     const { meta, blobs } = this.#ctx;
-    const result = await blobs.put(digest, body);
-    if (!result.ok) {
-      throw new OciError("DIGEST_INVALID", `Body hashes to ${result.actual}, not ${digest}`, {
-        detail: { expected: digest, actual: result.actual },
-      });
+    const scratch = `put-${crypto.randomUUID()}`;
+    try {
+      const part = await blobs.writePart(scratch, body, { algorithm: digestAlgorithm(digest) });
+      for (;;) {
+        const bytes = await settledBytes(meta, blobs, digest);
+        const result = await blobs.finish(scratch, [part], digest);
+        if (!result.ok) {
+          throw new OciError("DIGEST_INVALID", `Body hashes to ${result.actual}, not ${digest}`, {
+            detail: { expected: digest, actual: result.actual },
+          });
+        }
+        if (await meta.linkBlob(name, digest, result.size, bytes)) return;
+      }
+    } finally {
+      await blobs.removeUpload(scratch);
     }
-    await meta.linkBlob(name, digest, result.size);
   }
 
   /**

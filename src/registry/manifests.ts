@@ -15,6 +15,7 @@ import { type ManifestRecord, MAX_REFS_PER_MANIFEST } from "../meta/keys.ts";
 import { MAX_TAGS_PER_PUT } from "../meta/metadata_store.ts";
 import { ByteCache } from "../storage/byte_cache.ts";
 import { readLimited } from "../storage/streams.ts";
+import { settledBytes } from "../gc/bytes.ts";
 import type { RegistryContext } from "./context.ts";
 import { manifestUnknown, requireDeletes } from "./errors.ts";
 
@@ -134,18 +135,6 @@ export class Manifests {
       );
     }
     const parsed = parseManifest(bytes, push.contentType);
-    const [missingBlobs, missingManifests] = await Promise.all([
-      meta.missingBlobs(name, parsed.blobs),
-      meta.missingManifests(name, parsed.manifests),
-    ]);
-    const missing = [...missingBlobs, ...missingManifests];
-    if (missing.length) {
-      throw new OciError(
-        "MANIFEST_BLOB_UNKNOWN",
-        `Manifest references ${missing.length} unknown blob(s) or manifest(s)`,
-        { detail: { missing: missing.slice(0, 50) } },
-      );
-    }
     // Its references are recorded in the commit that records it, which KV bounds in size.
     const distinct = new Set([...parsed.blobs, ...parsed.manifests]).size;
     if (distinct > MAX_REFS_PER_MANIFEST) {
@@ -169,20 +158,42 @@ export class Manifests {
     };
     if (parsed.artifactType !== undefined) record.artifactType = parsed.artifactType;
     if (parsed.subject !== undefined) record.subject = parsed.subject;
-    await blobs.putBytes(digest, bytes);
-    this.#cache.set(digest, bytes);
-    await meta.putManifest({
-      name,
-      digest,
-      record,
-      tags,
-      refs: {
-        blobs: parsed.blobs,
-        manifests: parsed.manifests,
-        ...(parsed.subject ? { subject: parsed.subject } : {}),
-      },
-      ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
-    });
+    // Validated against what a collection can change: one that removes a reference or the
+    // bytes meanwhile makes the commit fail, and the push validates and places them again.
+    for (;;) {
+      const guard = {
+        bytes: await settledBytes(meta, blobs, digest),
+        epoch: (await meta.pushGuard(name, digest)).epoch,
+      };
+      const [missingBlobs, missingManifests] = await Promise.all([
+        meta.missingBlobs(name, parsed.blobs),
+        meta.missingManifests(name, parsed.manifests),
+      ]);
+      const missing = [...missingBlobs, ...missingManifests];
+      if (missing.length) {
+        throw new OciError(
+          "MANIFEST_BLOB_UNKNOWN",
+          `Manifest references ${missing.length} unknown blob(s) or manifest(s)`,
+          { detail: { missing: missing.slice(0, 50) } },
+        );
+      }
+      await blobs.putBytes(digest, bytes);
+      this.#cache.set(digest, bytes);
+      const recorded = await meta.putManifest({
+        name,
+        digest,
+        record,
+        tags,
+        guard,
+        refs: {
+          blobs: parsed.blobs,
+          manifests: parsed.manifests,
+          ...(parsed.subject ? { subject: parsed.subject } : {}),
+        },
+        ...(parsed.annotations ? { annotations: parsed.annotations } : {}),
+      });
+      if (recorded) break;
+    }
     return { digest, tags, ...(parsed.subject ? { subject: parsed.subject } : {}) };
   }
 

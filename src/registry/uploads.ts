@@ -16,6 +16,7 @@ import type { UploadSession } from "../meta/metadata_store.ts";
 import { UPLOAD_ID_REGEXP, type WrittenPart } from "../storage/blob_store.ts";
 import type { RegistryContext } from "./context.ts";
 import { uploadUnknown } from "./errors.ts";
+import { settledBytes } from "../gc/bytes.ts";
 
 /** A chunk as the client sent it. */
 export interface Chunk {
@@ -116,21 +117,32 @@ export class Uploads {
     const session = await this.#load(name, uploadId);
     const part = await this.#writeChunk(name, session, chunk, digest);
     const parts = [...await meta.listUploadParts(session), ...(part ? [part] : [])];
-    const result = await this.#onSessionFiles(uploadId, () => blobs.finish(uploadId, parts, digest))
-      .catch(async (error) => {
-        if (part) await blobs.removePart(uploadId, part.file).catch(() => {});
-        throw error;
-      });
-    if (!result.ok) {
-      if (!(await meta.endUpload(session))) return await this.#lostRace(name, session);
-      await blobs.removeUpload(uploadId);
-      throw new OciError("DIGEST_INVALID", `Upload hashes to ${result.actual}, not ${digest}`, {
-        detail: { expected: digest, actual: result.actual },
-      });
-    }
-    if (!(await meta.endUpload(session, { digest, size: result.size }))) {
-      if (part) await blobs.removePart(uploadId, part.file);
-      return await this.#lostRace(name, session);
+    // The parts stay until the session's commit: if a collection removed the same bytes
+    // meanwhile (the commit says "stale"), they are placed again.
+    for (;;) {
+      const bytes = await settledBytes(meta, blobs, digest);
+      const result = await this.#onSessionFiles(
+        uploadId,
+        () => blobs.finish(uploadId, parts, digest),
+      )
+        .catch(async (error) => {
+          if (part) await blobs.removePart(uploadId, part.file).catch(() => {});
+          throw error;
+        });
+      if (!result.ok) {
+        if (!(await meta.endUpload(session))) return await this.#lostRace(name, session);
+        await blobs.removeUpload(uploadId);
+        throw new OciError("DIGEST_INVALID", `Upload hashes to ${result.actual}, not ${digest}`, {
+          detail: { expected: digest, actual: result.actual },
+        });
+      }
+      const ended = await meta.endUpload(session, { digest, size: result.size, bytes });
+      if (ended === "stale") continue;
+      if (!ended) {
+        if (part) await blobs.removePart(uploadId, part.file);
+        return await this.#lostRace(name, session);
+      }
+      break;
     }
     await blobs.removeUpload(uploadId);
   }

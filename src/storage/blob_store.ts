@@ -119,9 +119,12 @@ export interface Debris {
 export interface StoreAudit {
   /**
    * Entries that do not belong: misplaced or misnamed files in the blob area
-   * (`problem`), and temporary files left by a crash (`leftover`).
+   * (`problem`), and temporary files left by a crash (`leftover`). With
+   * `leftoversOnly` (the collector), only the latter: the blob area is not walked.
    */
-  debris(): AsyncIterable<Debris & { kind: "problem" | "leftover" }>;
+  debris(
+    options?: { leftoversOnly?: boolean },
+  ): AsyncIterable<Debris & { kind: "problem" | "leftover" }>;
 }
 
 /** Everything a backend provides. */

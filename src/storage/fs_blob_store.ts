@@ -218,7 +218,9 @@ export class FsBlobStore implements Storage {
     return entry.isFile && HEX_REGEXP[algorithm].test(entry.name) && entry.name.startsWith(prefix);
   }
 
-  async *debris(): AsyncIterable<Debris & { kind: "problem" | "leftover" }> {
+  async *debris(
+    options: { leftoversOnly?: boolean } = {},
+  ): AsyncIterable<Debris & { kind: "problem" | "leftover" }> {
     const item = async (where: string, what: string, kind: "problem" | "leftover") => {
       const path = join(this.root, where);
       const info = await statOrNull(path);
@@ -234,11 +236,13 @@ export class FsBlobStore implements Storage {
     };
     const found: (Debris & { kind: "problem" | "leftover" } | null)[] = [];
     // Only the algorithms' folders belong directly under blobs/.
-    for (const entry of await readDirSorted(join(this.root, "blobs"))) {
+    for (
+      const entry of options.leftoversOnly ? [] : await readDirSorted(join(this.root, "blobs"))
+    ) {
       if (entry.isDirectory && (ALGORITHMS as readonly string[]).includes(entry.name)) continue;
       found.push(await item(`blobs/${entry.name}`, "does not belong in the blob store", "problem"));
     }
-    for (const algorithm of ALGORITHMS) {
+    for (const algorithm of options.leftoversOnly ? [] : ALGORITHMS) {
       for (const prefix of await readDirSorted(join(this.root, "blobs", algorithm))) {
         const dir = `blobs/${algorithm}/${prefix.name}`;
         if (!prefix.isDirectory || !/^[a-f0-9]{2}$/.test(prefix.name)) {
