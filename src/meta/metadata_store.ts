@@ -191,7 +191,7 @@ export interface MetadataStore {
    */
   mountBlob(name: string, digest: Digest, from: string): Promise<number | null>;
   /** Up to `n` repositories that link `digest`, in name order (automatic mounts). */
-  blobHolders(digest: Digest, n: number): Promise<string[]>;
+  reposLinking(digest: Digest, n: number): Promise<string[]>;
 
   // ---- upload sessions
   createUpload(uploadId: string, name: string, algorithm: Algorithm): Promise<void>;
@@ -772,7 +772,7 @@ export class KvMetadataStore implements MetadataStore {
     });
   }
 
-  async blobHolders(digest: Digest, n: number): Promise<string[]> {
+  async reposLinking(digest: Digest, n: number): Promise<string[]> {
     const entries = await this.kv.list<true>({ prefix: blobReposPrefix(digest) }, n);
     return entries.map((entry) => entry.key.at(-1) as string);
   }

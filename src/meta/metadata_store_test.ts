@@ -626,16 +626,16 @@ Deno.test("mountBlob() returns null when the named repository lacks the blob", a
   assert.equal(await meta.repoExists("dst"), false);
 });
 
-Deno.test("blobHolders() lists up to n repositories that link a blob, in name order", async () => {
+Deno.test("reposLinking() lists up to n repositories that link a blob, in name order", async () => {
   using meta = await openStore();
   const d = digestOf("blob");
-  assert.deepEqual(await meta.blobHolders(d, 10), []);
+  assert.deepEqual(await meta.reposLinking(d, 10), []);
   for (const name of ["c", "a/b", "b"]) await meta.linkBlob(name, d, 7);
   await meta.linkBlob("other", digestOf("other"), 1);
-  assert.deepEqual(await meta.blobHolders(d, 10), ["a/b", "b", "c"]);
-  assert.deepEqual(await meta.blobHolders(d, 2), ["a/b", "b"]);
+  assert.deepEqual(await meta.reposLinking(d, 10), ["a/b", "b", "c"]);
+  assert.deepEqual(await meta.reposLinking(d, 2), ["a/b", "b"]);
   await meta.unlinkBlob("b", d);
-  assert.deepEqual(await meta.blobHolders(d, 10), ["a/b", "c"]);
+  assert.deepEqual(await meta.reposLinking(d, 10), ["a/b", "c"]);
 });
 
 Deno.test("missingBlobs() and missingManifests() report what is absent, in batches", async () => {

@@ -92,7 +92,7 @@ export class Blobs {
     const { meta, config } = this.#ctx;
     if (from === undefined && !config.autoMount) return false;
     const source = from ??
-      (await meta.blobHolders(digest, AUTO_MOUNT_SOURCES)).find((repo) => canPull(repo));
+      (await meta.reposLinking(digest, AUTO_MOUNT_SOURCES)).find((repo) => canPull(repo));
     if (source === undefined || !canPull(source)) return false;
     return (await meta.mountBlob(name, digest, source)) !== null;
   }
