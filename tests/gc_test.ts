@@ -304,3 +304,26 @@ Deno.test("intents a crashed push left are undone after an hour; removed markers
   assert.equal(await status(reg, `/v2/app/blobs/${layer}`), 200);
   await checkConsistency(reg.meta, reg.blobs);
 });
+
+Deno.test("an untagged manifest's TTL counts from when it last lost its tags, not from its push", async () => {
+  await using reg = await startRegistry();
+  const x = await pushImage(reg, "app", "scratch", { seed: 7 });
+  // Pushed untagged (by digest, as buildx push-by-digest does): queued now.
+  await del(reg, "app", "scratch");
+  await put(reg, "app", x.digest, x.body);
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  // Tagged later, then the tag moves on: untagged again from now.
+  await put(reg, "app", "prod", x.body);
+  const y = await pushImage(reg, "app", "prod", { seed: 8 });
+  const untaggedAt = Date.now();
+  const ttl = { untaggedTtlMs: 2000, graceMs: 3600_000 };
+  // The entry of its first push is due, but it has been untagged for less than the TTL.
+  let report = await run(reg, { ...ttl, now: untaggedAt + 1000 });
+  assert.equal(report.manifests, 0);
+  assert.equal(await status(reg, `/v2/app/manifests/${x.digest}`), 200);
+  report = await run(reg, { ...ttl, now: untaggedAt + 2500 });
+  assert.equal(report.manifests, 1);
+  assert.equal(await status(reg, `/v2/app/manifests/${x.digest}`), 404);
+  assert.equal(await status(reg, `/v2/app/manifests/${y.digest}`), 200);
+  await checkConsistency(reg.meta, reg.blobs);
+});

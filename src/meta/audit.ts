@@ -17,6 +17,7 @@ import {
   FAMILIES,
   gcBytesKey,
   gcDueKey,
+  gcUntaggedKey,
   gcEpochKey,
   gcIntentKey,
   gcRefsKey,
@@ -68,6 +69,7 @@ export interface AuditKeyParts {
   blob_gone: { digest: Digest };
   gc_epoch: { name: string };
   gc_due: { kind: string; at: number; name: string; digest: Digest };
+  gc_untagged: { name: string; digest: Digest };
   gc_bytes: { at: number; digest: Digest };
   gc_release: { at: number; token: string; page: number };
   gc_intents: { token: string; index: number };
@@ -161,6 +163,7 @@ const LAYOUT: { [F in AuditFamily]: readonly [keyof AuditKeyParts[F], PartKind][
   blob_gone: [["digest", "digest"]],
   gc_epoch: [["name", "string"]],
   gc_due: [["kind", "kind"], ["at", "index"], ["name", "string"], ["digest", "digest"]],
+  gc_untagged: [["name", "string"], ["digest", "digest"]],
   gc_bytes: [["at", "index"], ["digest", "digest"]],
   gc_release: [["at", "index"], ["token", "string"], ["page", "index"]],
   gc_intents: [["token", "string"], ["index", "index"]],
@@ -239,6 +242,8 @@ function kvKey(key: AuditKey): Deno.KvKey {
       return blobGoneKey(key.digest);
     case "gc_epoch":
       return gcEpochKey(key.name);
+    case "gc_untagged":
+      return gcUntaggedKey(key.name, key.digest);
     case "gc_due":
       return gcDueKey(key.kind as "blob", key.at, key.name, key.digest);
     case "gc_bytes":

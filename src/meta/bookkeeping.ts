@@ -14,6 +14,7 @@ import {
   type DueKind,
   gcBytesKey,
   gcDueKey,
+  gcUntaggedKey,
   gcEpochKey,
   gcRefsKey,
   usageKey,
@@ -66,6 +67,9 @@ export function enqueue(
   digest: Digest,
 ): void {
   op.set(gcDueKey(kind, at, name, digest), true);
+  // A manifest's newest queuing: an older entry of it (pushed untagged, tagged, untagged
+  // again) must not count its TTL from then.
+  if (kind === "manifest") op.set(gcUntaggedKey(name, digest), at);
 }
 
 /** Something of `name` was removed: manifest PUTs that validated before it go round again. */

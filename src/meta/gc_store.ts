@@ -11,7 +11,7 @@
  */
 import type { Digest } from "../oci/digest.ts";
 import type { Revision } from "./audit.ts";
-import { addUsage, bumpEpoch, releaseBytes, uncountRefs } from "./bookkeeping.ts";
+import { addUsage, bumpEpoch, enqueue, releaseBytes, uncountRefs } from "./bookkeeping.ts";
 import {
   blobGoneKey,
   blobHoldersKey,
@@ -22,6 +22,7 @@ import {
   gcBytesKey,
   gcBytesPrefix,
   gcDueKey,
+  gcUntaggedKey,
   gcDuePrefix,
   gcIntentsPrefix,
   gcRefsKey,
@@ -251,10 +252,17 @@ export class KvGcStore {
   collectManifest(entry: DueEntry, options: { now: number; dryRun: boolean }): Promise<Outcome> {
     const { name, digest } = entry;
     return this.#kv.transact("collectManifest", async () => {
-      const [record, refs, clock] = await this.#kv.getMany<
-        [ManifestRecord, Deno.KvU64, Deno.KvU64]
-      >([manifestKey(name, digest), gcRefsKey(name, digest), tagClockKey(name)]);
+      const [record, refs, clock, since] = await this.#kv.getMany<
+        [ManifestRecord, Deno.KvU64, Deno.KvU64, number]
+      >([
+        manifestKey(name, digest),
+        gcRefsKey(name, digest),
+        tagClockKey(name),
+        gcUntaggedKey(name, digest),
+      ]);
       if (!record.value || counter(refs.value) > 0n) return { action: "keep" } as const;
+      // Queued again since this entry (tagged, then untagged anew): the newer entry decides.
+      if (since.value !== null && since.value > entry.at) return { action: "keep" } as const;
       const [tagged, pages] = await Promise.all([
         this.#kv.list({ prefix: tagsByDigestPrefix(name, digest) }, 1),
         this.#kv.list<ManifestRefs>({ prefix: manifestRefsPrefix(name, digest) }, 64),
@@ -269,11 +277,11 @@ export class KvGcStore {
       if (options.dryRun) return { action: "remove", size } as const;
       const value = record.value;
       const ok = await this.#kv.commit((op) => {
-        op.check(check(record), check(refs), check(clock));
+        op.check(check(record), check(refs), check(clock), check(since));
         if (subjectKey) op.check({ key: subjectKey, versionstamp: null });
         // A tag set meanwhile bumped the clock, so none points at it now.
         op.sum(tagClockKey(name), 1n);
-        op.delete(record.key).delete(refs.key)
+        op.delete(record.key).delete(refs.key).delete(since.key)
           .delete(gcDueKey(entry.kind, entry.at, name, digest));
         releaseRecord(op, name, digest, value, pages.map((p) => p.value), options.now);
         for (const page of pages) op.delete(page.key);
@@ -307,7 +315,7 @@ export class KvGcStore {
       if (options.dryRun) return queued + batch.length;
       await this.#kv.commit((op) => {
         for (const e of batch) {
-          op.set(gcDueKey("manifest", options.now, name, e.key.at(-1) as Digest), true);
+          enqueue(op, "manifest", options.now, name, e.key.at(-1) as Digest);
         }
         if (last) op.delete(gcDueKey(entry.kind, entry.at, name, digest));
         return op;

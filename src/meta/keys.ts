@@ -21,6 +21,7 @@
  * | `["blob_gone", digest]` | {@linkcode GoneRecord} | the bytes are being removed, or were: checked by every commit that links `digest` |
  * | `["gc_epoch", name]` | `Deno.KvU64` | bumped by every commit that removes a link or manifest of `name`; manifest PUTs check it |
  * | `["gc_due", kind, at, name, digest]` | `true` | collection candidates (`blob`, `manifest`, `subject`), keyed by when they became candidates |
+ * | `["gc_untagged", name, digest]` | `number` | when the manifest last became a candidate: an older `gc_due` entry of it is stale |
  * | `["gc_bytes", at, digest]` | `true` | digests whose holders may have reached zero (bytes candidates) |
  * | `["gc_release", at, token, page]` | {@linkcode ReleasePage} | references of a removed manifest still to be uncounted |
  * | `["gc_intents", token, index]` | {@linkcode IntentChunk} | references counted ahead of a large manifest's record commit |
@@ -189,6 +190,8 @@ export const gcEpochKey = (name: string) => ["gc_epoch", name] as const;
 export const gcDueKey = (kind: DueKind, at: number, name: string, digest: Digest) =>
   ["gc_due", kind, at, name, digest] as const;
 export const gcDuePrefix = (kind: DueKind) => ["gc_due", kind] as const;
+export const gcUntaggedKey = (name: string, digest: Digest) =>
+  ["gc_untagged", name, digest] as const;
 export const gcBytesKey = (at: number, digest: Digest) => ["gc_bytes", at, digest] as const;
 export const gcBytesPrefix = () => ["gc_bytes"] as const;
 export const gcReleaseKey = (at: number, token: string, page: number) =>
@@ -224,6 +227,7 @@ export const FAMILIES = [
   "blob_gone",
   "gc_epoch",
   "gc_due",
+  "gc_untagged",
   "gc_bytes",
   "gc_release",
   "gc_intents",

@@ -36,6 +36,7 @@ import {
   blobReposKey,
   blobReposPrefix,
   gcEpochKey,
+  gcUntaggedKey,
   gcIntentKey,
   gcReleaseKey,
   type GoneRecord,
@@ -599,7 +600,7 @@ export class KvMetadataStore implements MetadataStore {
           if (pointing.has(tag)) op.delete(tagKey(name, tag));
         }
         if (!last) return op; // a batch: go round again
-        op.delete(manifestKey(name, digest));
+        op.delete(manifestKey(name, digest)).delete(gcUntaggedKey(name, digest));
         releaseRecord(op, name, digest, record, refPages.map((p) => p.value), now);
         for (const page of refPages) op.delete(page.key);
         if (record.subject) {

@@ -44,6 +44,7 @@ import {
   blobHoldersKey,
   type BlobLink,
   gcDueKey,
+  gcUntaggedKey,
   gcRefsKey,
   joinRefs,
   legacyManifestEpochsPrefix,
@@ -315,6 +316,7 @@ async function gcWrites(
     addCount(counts, usageKey(name), BigInt(record.size ?? 0));
     if (tagged.length === 0) {
       writes.push([gcDueKey("manifest", record.createdAt ?? 0, name, digest), true]);
+      writes.push([gcUntaggedKey(name, digest), record.createdAt ?? 0]);
     }
   } else if (step === "gc-links") {
     const [, name, digest] = entry.key as [string, string, Digest];

@@ -261,6 +261,7 @@ export const bookkeepingQueues: Invariant = {
     const { meta } = ctx.scan;
     const families = [
       ["gc_due", meta.gc_due],
+      ["gc_untagged", meta.gc_untagged],
       ["gc_bytes", meta.gc_bytes],
       ["gc_release", meta.gc_release],
       ["gc_intents", meta.gc_intents],
@@ -291,6 +292,16 @@ export const bookkeepingQueues: Invariant = {
         yield removal(
           ctx,
           `${entry.family} ${entry.parts.map(show).join(" ")}: malformed value`,
+          [entry],
+          "removed it",
+        );
+      }
+    }
+    for (const entry of meta.gc_untagged) {
+      if (entry.key && typeof entry.value !== "number") {
+        yield removal(
+          ctx,
+          `gc_untagged ${entry.parts.map(show).join(" ")}: malformed value`,
           [entry],
           "removed it",
         );
