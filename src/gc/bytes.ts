@@ -39,6 +39,8 @@ export async function removeClaimed(
   options: { leaseMs: number; entry?: BytesEntry },
 ): Promise<boolean> {
   if (Date.now() - claim.at > options.leaseMs / 2) return false;
+  // Taken over meanwhile (by a process whose clock runs ahead of ours): not ours to delete.
+  if (!await gc.holdsClaim(digest, claim.revision)) return false;
   await blobs.delete(digest);
   const entry = options.entry ?? null;
   return await gc.finishBytes(entry, digest, claim.revision, Date.now(), FORGET_MS);

@@ -306,12 +306,16 @@ export class KvGcStore {
     }
     let queued = 0;
     let start: Deno.KvKey | undefined;
+    // Each referrer queued writes two keys holding the name and a digest: size the batch so a
+    // commit stays well inside KV's 80 KiB of keys, whatever the name's length.
+    const perReferrer = 2 * (new TextEncoder().encode(name).length + 2 * 140 + 48);
+    const size = Math.max(1, Math.min(REFERRER_BATCH, Math.floor(40 * 1024 / perReferrer)));
     for (;;) {
       const prefix = referrersPrefix(name, digest);
-      const page = await this.#kv.list(start ? { prefix, start } : { prefix }, REFERRER_BATCH + 1);
+      const page = await this.#kv.list(start ? { prefix, start } : { prefix }, size + 1);
       const batch = page.filter((e) => !start || e.key.join("\0") !== start.join("\0"))
-        .slice(0, REFERRER_BATCH);
-      const last = page.length <= REFERRER_BATCH;
+        .slice(0, size);
+      const last = page.length <= size;
       if (options.dryRun) return queued + batch.length;
       await this.#kv.commit((op) => {
         for (const e of batch) {
@@ -378,6 +382,11 @@ export class KvGcStore {
   }
 
   /** Takes over an expired claim (its collector died or stalled): the new claim, or null. */
+  /** Whether `claim` is still the claim on the bytes of `digest` (nobody took it over). */
+  async holdsClaim(digest: Digest, claim: Revision): Promise<boolean> {
+    return (await this.#kv.get(blobGoneKey(digest))).versionstamp === claim;
+  }
+
   async reclaimBytes(digest: Digest, gone: Revision, now: number): Promise<Revision | null> {
     const record: GoneRecord = { state: "removing", at: now };
     const stamp = await this.#kv.commit((op) =>

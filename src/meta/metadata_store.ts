@@ -22,6 +22,7 @@ import {
   holdBytes,
   MINUS_ONE,
   ONE,
+  refsKeyBytes,
   releaseBytes,
 } from "./bookkeeping.ts";
 import { KvGcStore } from "./gc_store.ts";
@@ -82,6 +83,8 @@ const MAX_MUTATIONS = KV_LIMITS.mutations;
 const MAX_TAGS_PER_COMMIT = 450;
 /** References a manifest PUT counts in its own commit; more are counted ahead (intents). */
 const INLINE_REFS = 200;
+/** Most key bytes of reference counts a manifest PUT commit adds itself (KV: 80 KiB of keys). */
+const INLINE_KEY_BYTES = 40 * 1024;
 /** Digests one intent chunk counts. */
 const INTENT_CHUNK = 64;
 
@@ -426,9 +429,11 @@ export class KvMetadataStore implements MetadataStore {
         : write.record;
       const fresh = existing.value === null;
       // A large manifest's references are counted ahead, in commits of their own.
-      const ahead = fresh && counted.length > INLINE_REFS
-        ? await this.#countAhead(name, digest, refs)
-        : null;
+      // (By count, and by key bytes: long names and sha512 digests reach KV's 80 KiB of keys
+      // per commit sooner.)
+      const inline = counted.length <= INLINE_REFS &&
+        refsKeyBytes(name, counted) <= INLINE_KEY_BYTES;
+      const ahead = fresh && !inline ? await this.#countAhead(name, digest, refs) : null;
       const now = Date.now();
       const ok = await this.kv.commit((op) => {
         op.check(existing, epoch, gone);

@@ -50,6 +50,9 @@ export interface PushedManifest {
   tags: string[];
 }
 
+/** Commit rounds a manifest PUT may lose to removals in its repository before it answers 503. */
+export const MAX_PUSH_ROUNDS = 50;
+
 /** The manifest operations of the registry. */
 export class Manifests {
   readonly #ctx: RegistryContext;
@@ -160,7 +163,16 @@ export class Manifests {
     if (parsed.subject !== undefined) record.subject = parsed.subject;
     // Validated against what a collection can change: one that removes a reference or the
     // bytes meanwhile makes the commit fail, and the push validates and places them again.
-    for (;;) {
+    for (let round = 0;; round++) {
+      // Each lost round means a collection removed something in this repository meanwhile:
+      // back off, and past a bound tell the client to come back rather than wait on it.
+      if (round >= MAX_PUSH_ROUNDS) {
+        throw new OciError("UNAVAILABLE", "A collection is busy in this repository; try again", {
+          status: 503,
+          headers: { "Retry-After": "1" },
+        });
+      }
+      if (round > 0) await new Promise((r) => setTimeout(r, Math.min(2 ** round, 100)));
       const guard = {
         bytes: await settledBytes(meta, blobs, digest),
         epoch: (await meta.pushGuard(name, digest)).epoch,
