@@ -167,7 +167,7 @@ async function main(): Promise<number> {
     const { gcCommand, duCommand } = await import("./src/gc/command.ts");
     try {
       return cli.command === "gc"
-        ? await gcCommand(cli.config, { dryRun: cli.dryRun, json: cli.json })
+        ? await gcCommand(cli.config, { dryRun: cli.dryRun, json: cli.json, full: cli.full })
         : await duCommand(cli.config, { json: cli.json });
     } catch (error) {
       if (!(error instanceof SchemaError)) throw error;

@@ -498,7 +498,7 @@ export function helpText(): string {
     "  berth serve [options]     run the registry",
     "  berth fsck [--data DIR] [--kv KV] [--repair]",
     "                            check a stopped registry's data; --repair removes what cannot be served",
-    "  berth gc [--data DIR] [--grace DURATION] [--dry-run] [--json]",
+    "  berth gc [--data DIR] [--grace DURATION] [--dry-run] [--json] [--full]",
     "                            collect garbage now (beside a running server, too)",
     "  berth du [--data DIR] [--json]",
     "                            bytes per repository, in total, and reclaimable",
@@ -524,6 +524,10 @@ export function helpText(): string {
   lines.push(column("  --grace DURATION") + "with gc: the grace period of this run (--gc-grace)");
   lines.push(column("  --dry-run") + "with gc: list what would be removed, remove nothing");
   lines.push(column("  --json") + "with gc and du: one JSON summary on stdout");
+  lines.push(
+    column("  --full") +
+      "with gc: also walk the blob store for bytes nothing holds (left by a crashed push)",
+  );
   lines.push(column("  --help") + "Show this text");
   return lines.join("\n");
 }
@@ -580,6 +584,8 @@ export interface Cli {
   repair: boolean;
   dryRun: boolean;
   json: boolean;
+  /** With gc: also walk the blob store for bytes nothing holds (a crashed push's). */
+  full: boolean;
 }
 
 /**
@@ -597,6 +603,7 @@ export function parseCli(
     repair: { type: "boolean" },
     "dry-run": { type: "boolean" },
     json: { type: "boolean" },
+    full: { type: "boolean" },
     grace: { type: "string" },
   };
   for (const option of OPTIONS) options[option.flag] = { type: option.kind };
@@ -684,5 +691,6 @@ export function parseCli(
     repair: values.repair === true,
     dryRun: values["dry-run"] === true,
     json: values.json === true,
+    full: values.full === true,
   };
 }

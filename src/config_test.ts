@@ -83,6 +83,7 @@ Deno.test("parseCli() gives the defaults with no flags, env or file", () => {
     repair: false,
     dryRun: false,
     json: false,
+    full: false,
   });
   assert.deepEqual(defaultConfig(), DEFAULTS);
 });
@@ -718,6 +719,8 @@ Deno.test("parseCli() reads the garbage collection options and the gc command's 
   assert.equal(cli.config.untaggedTtlMs, 0);
   assert.equal(cli.dryRun, true);
   assert.equal(cli.json, true);
+  assert.equal(cli.full, false);
+  assert.equal(parseCli(["gc", "--full"], {}, noFiles).full, true);
   assert.equal(parseCli(["--untagged-ttl", "7d"], {}, noFiles).config.untaggedTtlMs, 7 * 86400_000);
   assert.equal(parseCli(["du"], {}, noFiles).command, "du");
 });

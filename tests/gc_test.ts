@@ -327,3 +327,26 @@ Deno.test("an untagged manifest's TTL counts from when it last lost its tags, no
   assert.equal(await status(reg, `/v2/app/manifests/${y.digest}`), 200);
   await checkConsistency(reg.meta, reg.blobs);
 });
+
+Deno.test("gc --full finds bytes a crashed push left without a link, after the grace period", async () => {
+  await using reg = await startRegistry();
+  const kept = await pushImage(reg, "app", "v1", { seed: 11 });
+  // Bytes placed by a push that died before its link commit: nothing holds or queues them.
+  const orphan = randomBytes(700, 12);
+  const digest = sha256(orphan) as Digest;
+  assert.ok((await reg.blobs.put(digest, new Blob([orphan]).stream())).ok);
+  // A plain collection reads only its queue: it never sees them.
+  assert.equal((await run(reg)).blobs, 0);
+  assert.ok(await hasBytes(reg, digest));
+  // A full one inside the grace period keeps them; a dry run outside it lists them only.
+  await run(reg, { full: true, graceMs: 3600_000 });
+  assert.ok(await hasBytes(reg, digest));
+  const dry = await run(reg, { full: true, dryRun: true });
+  assert.ok(dry.removed.includes(`bytes ${digest}`), dry.removed.join("\n"));
+  assert.ok(await hasBytes(reg, digest));
+  const report = await run(reg, { full: true });
+  assert.equal(report.blobs, 1);
+  assert.equal(await hasBytes(reg, digest), false);
+  for (const d of [kept.digest, kept.config, kept.layer]) assert.ok(await hasBytes(reg, d), d);
+  await checkConsistency(reg.meta, reg.blobs);
+});

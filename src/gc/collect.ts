@@ -37,6 +37,12 @@ export interface CollectOptions {
   dryRun?: boolean;
   /** Also expire upload sessions idle this long and remove debris (the sweeper). */
   uploadTtlMs?: number;
+  /**
+   * Also walk the blob store and queue bytes nothing holds, by their file's
+   * time (bytes a push placed and never linked: a crash, a refused manifest).
+   * Costs a read per blob: on demand only (`berth gc --full`).
+   */
+  full?: boolean;
   /** A claim to remove bytes holds this long before others take it over. */
   leaseMs?: number;
   now?: number;
@@ -171,6 +177,25 @@ export async function collect(
     for (const token of await gc.staleIntents(now - INTENT_TTL_MS)) {
       await gc.undoIntent(token);
       report.intentsUndone++;
+    }
+  }
+
+  if (options.full) {
+    for await (const digest of storage.list()) {
+      tick();
+      const info = await storage.stat(digest);
+      if (!info) continue;
+      if (dryRun) {
+        // A dry run cannot queue: it lists unheld bytes outside the grace period directly.
+        if (info.modifiedAt <= now - options.graceMs && await gc.unheldBytes(digest)) {
+          report.removed.push(`bytes ${digest}`);
+          report.blobs++;
+          report.reclaimedBytes += info.size;
+        }
+        continue;
+      }
+      // Due once the grace period has passed since they were written: a push may still link them.
+      await gc.queueUnheldBytes(digest, info.modifiedAt + options.graceMs);
     }
   }
 

@@ -42,7 +42,7 @@ export function summaryLine(r: CollectReport): string {
 /** Runs `berth gc`; the exit code. */
 export async function gcCommand(
   config: Config,
-  options: { dryRun: boolean; json: boolean },
+  options: { dryRun: boolean; json: boolean; full?: boolean },
   out: (line: string) => void = console.log,
   err: (line: string) => void = console.error,
 ): Promise<number> {
@@ -58,6 +58,7 @@ export async function gcCommand(
       untaggedTtlMs: config.untaggedTtlMs,
       policies: config.retention,
       dryRun: options.dryRun,
+      full: options.full ?? false,
       uploadTtlMs: config.uploadTtlMs,
       ...(tty && !options.json
         ? {

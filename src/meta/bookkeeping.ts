@@ -14,9 +14,9 @@ import {
   type DueKind,
   gcBytesKey,
   gcDueKey,
-  gcUntaggedKey,
   gcEpochKey,
   gcRefsKey,
+  gcUntaggedKey,
   usageKey,
   usageTotalKey,
 } from "./keys.ts";

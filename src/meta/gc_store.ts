@@ -22,11 +22,11 @@ import {
   gcBytesKey,
   gcBytesPrefix,
   gcDueKey,
-  gcUntaggedKey,
   gcDuePrefix,
   gcIntentsPrefix,
   gcRefsKey,
   gcReleasePrefix,
+  gcUntaggedKey,
   type GoneRecord,
   type IntentChunk,
   manifestKey,
@@ -382,6 +382,29 @@ export class KvGcStore {
   }
 
   /** Takes over an expired claim (its collector died or stalled): the new claim, or null. */
+  /**
+   * Queues the bytes of `digest` as a candidate at `at` if nothing holds them
+   * and no removal is under way or done (bytes a crashed push left): true if queued.
+   */
+  /** Whether nothing holds the bytes of `digest` and no removal is under way or done. */
+  async unheldBytes(digest: Digest): Promise<boolean> {
+    const [holders, gone] = await this.#kv.getMany<[Deno.KvU64, GoneRecord]>([
+      blobHoldersKey(digest),
+      blobGoneKey(digest),
+    ]);
+    return counter(holders.value) === 0n && gone.value === null;
+  }
+
+  async queueUnheldBytes(digest: Digest, at: number): Promise<boolean> {
+    const [holders, gone] = await this.#kv.getMany<[Deno.KvU64, GoneRecord]>([
+      blobHoldersKey(digest),
+      blobGoneKey(digest),
+    ]);
+    if (counter(holders.value) > 0n || gone.value !== null) return false;
+    await this.#kv.commit((op) => op.set(gcBytesKey(at, digest), true));
+    return true;
+  }
+
   /** Whether `claim` is still the claim on the bytes of `digest` (nobody took it over). */
   async holdsClaim(digest: Digest, claim: Revision): Promise<boolean> {
     return (await this.#kv.get(blobGoneKey(digest))).versionstamp === claim;
