@@ -197,6 +197,8 @@ export async function collect(
       // Due once the grace period has passed since they were written: a push may still link them.
       await gc.queueUnheldBytes(digest, info.modifiedAt + options.graceMs);
     }
+    // The walk takes a while: what came due meanwhile is due now.
+    if (options.now === undefined) now = Date.now();
   }
 
   if (dryRun) {
@@ -205,8 +207,10 @@ export async function collect(
   }
 
   for (let pass = 0; pass < MAX_PASSES; pass++) {
+    // What the last pass queued (at the time of its commits) is due in this one.
+    if (options.now === undefined && pass > 0) now = Date.now();
     const before = report.manifests + report.links + report.blobs + report.released;
-    if (!dryRun) report.released += await gc.applyReleases(now);
+    if (!dryRun) report.released += await gc.applyReleases();
     await eachDue(gc, "subject", now, async (entry) => {
       tick();
       await gc.expandSubject(entry, { now, dryRun });

@@ -152,7 +152,7 @@ export class KvGcStore {
    * Uncounts every pending release page (removed manifests' references), a
    * batch per commit; returns how many references were uncounted.
    */
-  async applyReleases(now: number, limit = 1000): Promise<number> {
+  async applyReleases(limit = 1000): Promise<number> {
     let done = 0;
     const entries = await this.#kv.list<ReleasePage>({ prefix: gcReleasePrefix() }, limit);
     for (const entry of entries) {
@@ -168,7 +168,9 @@ export class KvGcStore {
         };
         const ok = await this.#kv.commit((op) => {
           op.check(check(current));
-          uncountRefs(op, page.name, take, now);
+          // Queued at the time of the commit, not the run's start: a manifest untagged
+          // meanwhile must not see its TTL counted from before that.
+          uncountRefs(op, page.name, take, Date.now());
           return rest.blobs.length + rest.manifests.length
             ? op.set(current.key, rest)
             : op.delete(current.key);
@@ -319,7 +321,7 @@ export class KvGcStore {
       if (options.dryRun) return queued + batch.length;
       await this.#kv.commit((op) => {
         for (const e of batch) {
-          enqueue(op, "manifest", options.now, name, e.key.at(-1) as Digest);
+          enqueue(op, "manifest", Date.now(), name, e.key.at(-1) as Digest);
         }
         if (last) op.delete(gcDueKey(entry.kind, entry.at, name, digest));
         return op;
@@ -381,11 +383,6 @@ export class KvGcStore {
     return stamp as Revision | null;
   }
 
-  /** Takes over an expired claim (its collector died or stalled): the new claim, or null. */
-  /**
-   * Queues the bytes of `digest` as a candidate at `at` if nothing holds them
-   * and no removal is under way or done (bytes a crashed push left): true if queued.
-   */
   /** Whether nothing holds the bytes of `digest` and no removal is under way or done. */
   async unheldBytes(digest: Digest): Promise<boolean> {
     const [holders, gone] = await this.#kv.getMany<[Deno.KvU64, GoneRecord]>([
@@ -395,6 +392,10 @@ export class KvGcStore {
     return counter(holders.value) === 0n && gone.value === null;
   }
 
+  /**
+   * Queues the bytes of `digest` as a candidate at `at` if nothing holds them
+   * and no removal is under way or done (bytes a crashed push left): true if queued.
+   */
   async queueUnheldBytes(digest: Digest, at: number): Promise<boolean> {
     const [holders, gone] = await this.#kv.getMany<[Deno.KvU64, GoneRecord]>([
       blobHoldersKey(digest),
@@ -410,6 +411,7 @@ export class KvGcStore {
     return (await this.#kv.get(blobGoneKey(digest))).versionstamp === claim;
   }
 
+  /** Takes over an expired claim (its collector died or stalled): the new claim, or null. */
   async reclaimBytes(digest: Digest, gone: Revision, now: number): Promise<Revision | null> {
     const record: GoneRecord = { state: "removing", at: now };
     const stamp = await this.#kv.commit((op) =>

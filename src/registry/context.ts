@@ -18,6 +18,7 @@ export type RegistryConfig = Pick<
   | "maxUploads"
   | "tagsPageMax"
   | "bodyTimeoutMs"
+  | "gcGraceMs"
 >;
 
 /** The stores and settings of the service layer. */

@@ -163,10 +163,17 @@ export class Manifests {
     if (parsed.subject !== undefined) record.subject = parsed.subject;
     // Validated against what a collection can change: one that removes a reference or the
     // bytes meanwhile makes the commit fail, and the push validates and places them again.
+    // Bytes placed by a round that then loses for good hold nothing: queue them, or nothing
+    // but `gc --full` would find them.
+    let placed = false;
+    const leave = async () => {
+      if (placed) await meta.gc().queueUnheldBytes(digest, Date.now() + this.#ctx.config.gcGraceMs);
+    };
     for (let round = 0;; round++) {
       // Each lost round means a collection removed something in this repository meanwhile:
       // back off, and past a bound tell the client to come back rather than wait on it.
       if (round >= MAX_PUSH_ROUNDS) {
+        await leave();
         throw new OciError("UNAVAILABLE", "A collection is busy in this repository; try again", {
           status: 503,
           headers: { "Retry-After": "1" },
@@ -183,6 +190,7 @@ export class Manifests {
       ]);
       const missing = [...missingBlobs, ...missingManifests];
       if (missing.length) {
+        await leave();
         throw new OciError(
           "MANIFEST_BLOB_UNKNOWN",
           `Manifest references ${missing.length} unknown blob(s) or manifest(s)`,
@@ -190,6 +198,7 @@ export class Manifests {
         );
       }
       await blobs.putBytes(digest, bytes);
+      placed = true;
       this.#cache.set(digest, bytes);
       const recorded = await meta.putManifest({
         name,
