@@ -186,6 +186,21 @@ export async function pushImage(
   return { manifest: body, digest: sha256(body), config, layer, body };
 }
 
+/** Runs `main.ts` with `args` to the end (a command, or a start-up that must fail). */
+export async function runMain(
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const main = new URL("../main.ts", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--unstable-kv", "-A", main, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
 /** A Berth subprocess (`main.ts serve`) on an ephemeral port. */
 export interface RegistryProcess extends AsyncDisposable {
   url: string;
@@ -196,35 +211,37 @@ export interface RegistryProcess extends AsyncDisposable {
   stop(): Promise<number>;
   /** The lines the server has written to stdout since it listened (its log; the last 10,000). */
   readonly lines: string[];
+  /** Whether the process has exited. */
+  readonly exited: boolean;
+  /** Everything it wrote to stderr, once it has exited (with `captureStderr`; else ""). */
+  readonly stderr: Promise<string>;
 }
 
 /**
  * Starts `main.ts serve` on 127.0.0.1 with `args`, waiting until it listens.
- * `main` runs another checkout's `main.ts` (an older release) instead.
+ * `main` runs another checkout's `main.ts` (an older release) instead;
+ * `openFileLimit` runs it under `ulimit -n`; `captureStderr` keeps its stderr.
  */
 export async function spawnRegistry(
   args: string[],
   env: Record<string, string> = {},
-  options: { main?: string } = {},
+  options: { main?: string; openFileLimit?: number; captureStderr?: boolean } = {},
 ): Promise<RegistryProcess> {
   const main = options.main ?? new URL("../main.ts", import.meta.url).pathname;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--unstable-kv",
-      "-A",
-      main,
-      "serve",
-      "--listen",
-      "127.0.0.1:0",
-      "--log-level",
-      "warn",
-      ...args,
-    ],
+  const argv = [Deno.execPath(), "run", "--unstable-kv", "-A", main, "serve"]
+    .concat(["--listen", "127.0.0.1:0", "--log-level", "warn", ...args]);
+  // `exec` keeps the PID: signals reach the server itself.
+  const quoted = argv.map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(" ");
+  const [command, commandArgs] = options.openFileLimit === undefined
+    ? [argv[0]!, argv.slice(1)]
+    : ["bash", ["-c", `ulimit -n ${options.openFileLimit} && exec ${quoted}`]];
+  const child = new Deno.Command(command, {
+    args: commandArgs,
     env,
     stdout: "piped",
-    stderr: "inherit",
+    stderr: options.captureStderr ? "piped" : "inherit",
   }).spawn();
+  const stderr = options.captureStderr ? new Response(child.stderr).text() : Promise.resolve("");
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let seen = "";
   let url = "";
@@ -255,8 +272,9 @@ export async function spawnRegistry(
     await drain;
     throw new Error(`registry did not start: ${seen}`);
   }
-  let exited: Promise<Deno.CommandStatus> | null = null;
-  const wait = () => (exited ??= child.status);
+  let exited = false;
+  const status = child.status.then((s) => (exited = true, s));
+  const wait = () => status;
   const kill = async () => {
     try {
       child.kill("SIGKILL");
@@ -268,6 +286,10 @@ export async function spawnRegistry(
     url,
     pid: child.pid,
     lines,
+    get exited() {
+      return exited;
+    },
+    stderr,
     kill,
     async stop() {
       try {

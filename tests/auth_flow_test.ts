@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { basic, parseChallenge, writeUsers } from "./_auth.ts";
-import { spawnRegistry, startRegistry } from "./_registry.ts";
+import { runMain, spawnRegistry, startRegistry } from "./_registry.ts";
 
 async function usersDir(users: Record<string, string> = { alice: "alice-pw", bob: "bob-pw" }) {
   const dir = await Deno.makeTempDir({ prefix: "berth-flow-" });
@@ -338,21 +338,9 @@ Deno.test("every refusal and every grant beyond pull is one audit line, without 
 });
 
 Deno.test("serving a non-loopback address without authentication is refused at start-up, with how to fix it", async () => {
-  const child = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--unstable-kv",
-      "-A",
-      new URL("../main.ts", import.meta.url).pathname,
-      "serve",
-      "--listen",
-      "0.0.0.0:0",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
+  const child = await runMain(["serve", "--listen", "0.0.0.0:0"]);
   assert.equal(child.code, 2);
-  const stderr = new TextDecoder().decode(child.stderr).trim();
+  const stderr = child.stderr.trim();
   assert.equal(stderr.split("\n").length, 1, stderr);
   assert.match(
     stderr,

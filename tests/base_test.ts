@@ -4,7 +4,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { assertError, startRegistry } from "./_registry.ts";
+import { assertError, runMain, startRegistry } from "./_registry.ts";
 
 Deno.test("end-1: GET /v2/ answers 200 with Docker-Distribution-API-Version", async () => {
   await using reg = await startRegistry();
@@ -65,20 +65,8 @@ Deno.test("A11: a Host header that is not a host gets 400, never a 500 or anothe
 Deno.test("main.ts serve: a data directory that cannot be used stops start-up with one clear line", async () => {
   const file = await Deno.makeTempFile();
   try {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--unstable-kv",
-        "-A",
-        new URL("../main.ts", import.meta.url).pathname,
-        "serve",
-        "--data",
-        file,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(out.stderr);
+    const out = await runMain(["serve", "--data", file]);
+    const stderr = out.stderr;
     assert.equal(out.code, 2, stderr);
     assert.match(stderr, /^berth: Cannot open the data directory ".*"/);
     assert.equal(stderr.trim().split("\n").length, 1, stderr);

@@ -21,14 +21,29 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { createHash } from "node:crypto";
 import { attachArtifactToImage, getImageDigest } from "@sigstore/oci";
 import { parseChallenge, writeUsers } from "./_auth.ts";
+import {
+  type ClientEnv,
+  clientEnv,
+  ctr,
+  docker,
+  lib,
+  ok,
+  type Output,
+  podman,
+  removeTree,
+  run,
+  sha256,
+  skopeo,
+  startDockerd,
+  tail,
+  which,
+  writeClientConfigs,
+} from "./_e2e.ts";
 import { makePki, type Pki } from "./_pki.ts";
 import { type RegistryProcess, spawnRegistry } from "./_registry.ts";
 
-const CLIENTS_SH = new URL("./e2e/clients.sh", import.meta.url).pathname;
-const SEARCH_PATH = [...(Deno.env.get("PATH") ?? "").split(":"), "/usr/sbin", "/sbin"];
 const USER = "alice";
 const PASSWORD = "correct horse 7";
 const WRONG = "wrong horse 7";
@@ -36,24 +51,13 @@ const WRONG = "wrong horse 7";
 const AUTH_ERROR =
   /unauthorized|no basic auth credentials|authentication required|401 Unauthorized|invalid username\/password/i;
 
-interface Output {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** State shared by the rounds. */
-interface Env {
-  tmp: string;
-  vars: Record<string, string>;
+interface Env extends ClientEnv {
   pki: Pki;
   /** A directory holding the CA as `ca.crt`, for `--cert-dir`. */
   certDir: string;
   users: string;
-  dockerBin: string;
-  dockerSock: string;
-  containerdSock: string;
-  layout: string;
+  /** Digest of the layout's `small` image. */
   small: string;
 }
 
@@ -70,103 +74,12 @@ interface Round {
   verify: { podman: string[]; src: string[]; dest: string[]; ctr: string[] };
 }
 
-function which(name: string): string | null {
-  for (const dir of SEARCH_PATH) {
-    if (!dir) continue;
-    try {
-      if (Deno.statSync(`${dir}/${name}`).isFile) return `${dir}/${name}`;
-    } catch { /* not here */ }
-  }
-  return null;
-}
-
-function tail(text: string, lines = 25): string {
-  return text.trimEnd().split("\n").slice(-lines).join("\n");
-}
-
-async function run(env: Env, cmd: string, args: string[]): Promise<Output> {
-  const out = await new Deno.Command(cmd, {
-    args,
-    env: env.vars,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(120_000),
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: out.code,
-    stdout: decoder.decode(out.stdout),
-    stderr: decoder.decode(out.stderr),
-  };
-}
-
-/** Asserts exit 0 and returns the output. */
-async function ok(what: Promise<Output>, label: string): Promise<Output> {
-  const out = await what;
-  assert.equal(
-    out.code,
-    0,
-    `${label} failed (exit ${out.code}):\n${tail(out.stdout + out.stderr)}`,
-  );
-  return out;
-}
-
 /** Asserts the client failed, saying the registry refused its credentials. */
 async function refused(what: Promise<Output>, label: string): Promise<void> {
   const out = await what;
   const text = `${out.stdout}\n${out.stderr}`;
   assert.notEqual(out.code, 0, `${label} should fail:\n${tail(text)}`);
   assert.match(text, AUTH_ERROR, `${label}: no authentication error in:\n${tail(text)}`);
-}
-
-function skopeo(env: Env, args: string[]): Promise<Output> {
-  return run(env, "skopeo", [
-    "--tmpdir",
-    `${env.tmp}/tmp`,
-    "--policy",
-    `${env.tmp}/policy.json`,
-    "--registries-conf",
-    `${env.tmp}/registries.conf`,
-    ...args,
-  ]);
-}
-
-function docker(env: Env, args: string[]): Promise<Output> {
-  return run(env, env.dockerBin, ["-H", `unix://${env.dockerSock}`, ...args]);
-}
-
-function ctr(env: Env, args: string[]): Promise<Output> {
-  return run(env, "ctr", ["--address", env.containerdSock, "--namespace", "berthauth", ...args]);
-}
-
-function podman(env: Env, args: string[]): Promise<Output> {
-  return run(env, "podman", [
-    "--root",
-    `${env.tmp}/cs/root`,
-    "--runroot",
-    `${env.tmp}/cs/run`,
-    "--storage-driver",
-    "vfs",
-    "--cgroup-manager",
-    "cgroupfs",
-    "--events-backend",
-    "file",
-    "--tmpdir",
-    `${env.tmp}/cs/tmp`,
-    ...args,
-  ]);
-}
-
-/** Runs a bash snippet with tests/e2e/clients.sh sourced (E2E_TMP, E2E_IMG set). */
-function lib(env: Env, script: string): Promise<Output> {
-  const skopeoFn =
-    'e2e_skopeo() { skopeo --tmpdir "$E2E_TMP/tmp" --policy "$E2E_TMP/policy.json" ' +
-    '--registries-conf "$E2E_TMP/registries.conf" "$@"; }';
-  return ok(
-    run(env, "bash", ["-c", `set -euo pipefail; source "${CLIENTS_SH}"; ${skopeoFn}; ${script}`]),
-    script,
-  );
 }
 
 /** The manifest digest of `name:reference` in Berth, fetched with the user's credentials. */
@@ -185,10 +98,6 @@ async function remoteDigest(round: Round, name: string, reference: string): Prom
   return sha256(out.stdout);
 }
 
-function sha256(text: string): string {
-  return `sha256:${createHash("sha256").update(text).digest("hex")}`;
-}
-
 /** The request lines Berth logged (`METHOD path status`). */
 function requests(berth: RegistryProcess): string[] {
   return berth.lines.flatMap((line) => {
@@ -199,82 +108,6 @@ function requests(berth: RegistryProcess): string[] {
       return [];
     }
   });
-}
-
-async function startDockerd(env: Env): Promise<AsyncDisposable> {
-  const dir = `${env.tmp}/dk`;
-  await Deno.writeTextFile(
-    `${dir}/daemon.json`,
-    JSON.stringify({ "deprecated-key-path": `${dir}/key.json` }),
-  );
-  const child = new Deno.Command("bash", {
-    args: [
-      "-c",
-      'exec "$@" >"$0" 2>&1',
-      `${env.tmp}/log/dockerd.log`,
-      which("dockerd")!,
-      "-H",
-      `unix://${env.dockerSock}`,
-      "--config-file",
-      `${dir}/daemon.json`,
-      "--data-root",
-      `${dir}/data`,
-      "--exec-root",
-      `${dir}/x`,
-      "--pidfile",
-      `${dir}/docker.pid`,
-      "--storage-driver",
-      "vfs",
-      "--bridge=none",
-      "--iptables=false",
-      "--ip6tables=false",
-      "--userland-proxy=false",
-    ],
-    env: env.vars,
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  let exited = false;
-  const status = child.status.then((s) => (exited = true, s));
-  const stop = async () => {
-    const containerdPid = await Deno.readTextFile(`${dir}/x/containerd/containerd.pid`).then(
-      (text) => Number(text.trim()),
-      () => 0,
-    );
-    if (!exited) {
-      child.kill("SIGTERM");
-      const force = setTimeout(() => child.kill("SIGKILL"), 30_000);
-      await status;
-      clearTimeout(force);
-    }
-    // dockerd stops its containerd on SIGTERM; make sure, by its pid file.
-    for (let i = 0; containerdPid > 0 && i < 50; i++) {
-      const cmdline = await Deno.readTextFile(`/proc/${containerdPid}/cmdline`).catch(() => "");
-      if (!cmdline.includes(dir)) break;
-      if (i === 49) Deno.kill(containerdPid, "SIGKILL");
-      else await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  };
-  const deadline = Date.now() + 60_000;
-  while ((await docker(env, ["version"])).code !== 0) {
-    if (exited || Date.now() > deadline) {
-      await stop();
-      const log = await Deno.readTextFile(`${env.tmp}/log/dockerd.log`).catch(() => "");
-      throw new Error(`dockerd did not start:\n${tail(log)}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return { [Symbol.asyncDispose]: stop };
-}
-
-async function removeTree(dir: string): Promise<void> {
-  try {
-    await Deno.remove(dir, { recursive: true });
-  } catch {
-    await new Deno.Command("chmod", { args: ["-R", "u+w", dir] }).output();
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 /**
@@ -323,39 +156,6 @@ async function withRound(
   await fn({ env, berth, host, url, tls, token: mode === "token", verify });
 }
 
-/**
- * Private client configs: no registry is marked insecure in registries.conf,
- * so the containers tools verify TLS unless a flag says otherwise.
- */
-async function writeClientConfigs(tmp: string): Promise<void> {
-  for (const sub of ["log", "img", "cs/root", "cs/run", "cs/tmp", "dk", "tmp", "docker-config"]) {
-    await Deno.mkdir(`${tmp}/${sub}`, { recursive: true });
-  }
-  await Deno.writeTextFile(
-    `${tmp}/policy.json`,
-    JSON.stringify({
-      default: [{ type: "insecureAcceptAnything" }],
-      transports: { "docker-daemon": { "": [{ type: "insecureAcceptAnything" }] } },
-    }),
-  );
-  await Deno.writeTextFile(
-    `${tmp}/registries.conf`,
-    `unqualified-search-registries = []\nshort-name-mode = "disabled"\n`,
-  );
-  await Deno.writeTextFile(
-    `${tmp}/storage.conf`,
-    `[storage]\ndriver = "vfs"\ngraphroot = "${tmp}/cs/root"\nrunroot = "${tmp}/cs/run"\n`,
-  );
-  await Deno.writeTextFile(
-    `${tmp}/containers.conf`,
-    `[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n` +
-      `events_logfile_path = "${tmp}/log/podman-events.log"\ntmp_dir = "${tmp}/cs/tmp"\n` +
-      `[containers]\nnetns = "none"\n[network]\nnetwork_config_dir = "${tmp}/cni"\n`,
-  );
-  await Deno.writeTextFile(`${tmp}/auth.json`, "{}");
-  await Deno.writeTextFile(`${tmp}/docker-config/config.json`, "{}");
-}
-
 Deno.test("real clients log in, push and pull with credentials, in basic and token mode, over HTTP and verified HTTPS", async (t) => {
   for (const name of ["bash", "skopeo", "podman", "dockerd", "ctr", "curl", "openssl"]) {
     assert.ok(which(name), `${name} missing: see tests/e2e/README.md for the packages`);
@@ -363,33 +163,15 @@ Deno.test("real clients log in, push and pull with credentials, in basic and tok
   const tmp = await Deno.makeTempDir({ dir: "/tmp", prefix: "bea." });
   const pki = await makePki();
   try {
+    // No registry is insecure in registries.conf: the containers tools verify TLS
+    // unless a flag says otherwise.
     await writeClientConfigs(tmp);
     const certDir = `${tmp}/certs`;
     await Deno.mkdir(certDir);
     await Deno.copyFile(pki.caPath, `${certDir}/ca.crt`);
     const users = `${tmp}/users.htpasswd`;
     await writeUsers(users, { [USER]: PASSWORD, bob: "bobs password" });
-    const env: Env = {
-      tmp,
-      vars: {
-        CONTAINERS_REGISTRIES_CONF: `${tmp}/registries.conf`,
-        CONTAINERS_STORAGE_CONF: `${tmp}/storage.conf`,
-        CONTAINERS_CONF: `${tmp}/containers.conf`,
-        REGISTRY_AUTH_FILE: `${tmp}/auth.json`,
-        DOCKER_CONFIG: `${tmp}/docker-config`,
-        TMPDIR: `${tmp}/tmp`,
-        E2E_TMP: tmp,
-        E2E_IMG: `${tmp}/img`,
-      },
-      pki,
-      certDir,
-      users,
-      dockerBin: Deno.statSync("/usr/bin/docker").isFile ? "/usr/bin/docker" : which("docker")!,
-      dockerSock: `${tmp}/dk/docker.sock`,
-      containerdSock: `${tmp}/dk/x/containerd/containerd.sock`,
-      layout: `${tmp}/img/oci`,
-      small: "",
-    };
+    const env: Env = { ...clientEnv(tmp, "berthauth"), pki, certDir, users, small: "" };
     // small (~2 MiB) is all the rounds push; the "big" layer is kept at 1 MiB.
     env.small = (await lib(env, 'make_test_images 1 >&2; printf %s "$E2E_SMALL_DIGEST"')).stdout;
     // podman pushes from containers-storage, docker from its own store.

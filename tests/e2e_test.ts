@@ -15,12 +15,28 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { createHash } from "node:crypto";
 import { attachArtifactToImage, type Credentials, getImageDigest } from "@sigstore/oci";
+import {
+  buildah,
+  type ClientEnv,
+  clientEnv,
+  ctr,
+  docker,
+  existsSync,
+  lib,
+  ok,
+  type Output,
+  podman,
+  removeTree,
+  sha256,
+  skopeo,
+  startDockerd,
+  tail,
+  which,
+  writeClientConfigs,
+} from "./_e2e.ts";
 import { spawnRegistry } from "./_registry.ts";
 
-const CLIENTS_SH = new URL("./e2e/clients.sh", import.meta.url).pathname;
-const SEARCH_PATH = [...(Deno.env.get("PATH") ?? "").split(":"), "/usr/sbin", "/sbin"];
 /** Debian package that ships each binary the suite runs. */
 const PACKAGE: Record<string, string> = {
   bash: "bash",
@@ -46,34 +62,6 @@ const MANIFEST_ACCEPT = [
 /** "Within a few seconds" for a failing client. */
 const QUICK_FAILURE_MS = 5_000;
 
-interface Output {
-  code: number;
-  stdout: string;
-  stderr: string;
-  ms: number;
-}
-
-/** The absolute path of `name` on PATH (plus sbin), or null. */
-function which(name: string): string | null {
-  for (const dir of SEARCH_PATH) {
-    if (!dir) continue;
-    try {
-      const info = Deno.statSync(`${dir}/${name}`);
-      if (info.isFile && (info.mode ?? 0o111) & 0o111) return `${dir}/${name}`;
-    } catch { /* not here */ }
-  }
-  return null;
-}
-
-function existsSync(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Throws a clear error unless every client in `names` is installed. */
 function need(...names: string[]): void {
   const missing = names.filter((name) => !which(name));
@@ -85,104 +73,15 @@ function need(...names: string[]): void {
   );
 }
 
-function tail(text: string, lines = 25): string {
-  return text.trimEnd().split("\n").slice(-lines).join("\n");
-}
-
-function describe(cmd: string, args: string[], out: Output): string {
-  return `${cmd} ${args.join(" ")}\n  exit ${out.code} after ${out.ms} ms\n` +
-    `  stdout: ${tail(out.stdout)}\n  stderr: ${tail(out.stderr)}`;
-}
-
-/** A sha256 digest of a file or bytes. */
-function sha256(bytes: Uint8Array | string): string {
-  return `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
-}
-
-/** State shared by the steps. */
-interface Env {
-  tmp: string;
+interface Env extends ClientEnv {
   /** host:port of Berth, as the clients write it. */
   host: string;
   url: string;
-  /** Environment for every client (private configs under `tmp`). */
-  vars: Record<string, string>;
-  dockerBin: string;
-  dockerSock: string;
-  containerdSock: string;
-  /** OCI layout with tags small, big (50 MiB layer), multi (two-platform index). */
-  layout: string;
+  /**
+   * Digests of the layout's tags small, big (50 MiB layer), multi (two-platform
+   * index) and of multi's two children.
+   */
   digests: { small: string; big: string; multi: string; amd64: string; arm64: string };
-}
-
-/** Runs a command to completion (killed after `timeoutMs`), output captured. */
-async function run(
-  env: Pick<Env, "vars">,
-  cmd: string,
-  args: string[],
-  timeoutMs = 120_000,
-): Promise<Output> {
-  const abort = new AbortController();
-  const timer = setTimeout(() => abort.abort(), timeoutMs);
-  const start = performance.now();
-  try {
-    const out = await new Deno.Command(cmd, {
-      args,
-      env: env.vars,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      signal: abort.signal,
-    }).output();
-    const decoder = new TextDecoder();
-    return {
-      code: out.code,
-      stdout: decoder.decode(out.stdout),
-      stderr: decoder.decode(out.stderr),
-      ms: Math.round(performance.now() - start),
-    };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Runs a command and throws (with its output) unless it exits 0. */
-async function must(
-  env: Pick<Env, "vars">,
-  cmd: string,
-  args: string[],
-  timeoutMs?: number,
-): Promise<Output> {
-  const out = await run(env, cmd, args, timeoutMs);
-  if (out.code !== 0) throw new Error(`Command failed: ${describe(cmd, args, out)}`);
-  return out;
-}
-
-/**
- * Runs a bash snippet with tests/e2e/clients.sh sourced (E2E_TMP/E2E_IMG/E2E_REG set).
- * Its e2e_skopeo gets `--tmpdir` too: skopeo 1.9 ignores TMPDIR for some temp files.
- */
-function lib(env: Env, script: string): Promise<Output> {
-  const skopeoFn =
-    'e2e_skopeo() { skopeo --tmpdir "$E2E_TMP/tmp" --policy "$E2E_TMP/policy.json" ' +
-    '--registries-conf "$E2E_TMP/registries.conf" "$@"; }';
-  return must(env, "bash", [
-    "-c",
-    `set -euo pipefail; source "${CLIENTS_SH}"; ${skopeoFn}; ${script}`,
-  ]);
-}
-
-function skopeo(env: Env, args: string[]): Promise<Output> {
-  // --tmpdir: skopeo 1.9 writes some temp files to /var/tmp despite TMPDIR
-  return run(env, "skopeo", [
-    "--tmpdir",
-    `${env.tmp}/tmp`,
-    "--policy",
-    `${env.tmp}/policy.json`,
-    "--registries-conf",
-    `${env.tmp}/registries.conf`,
-    ...args,
-  ]);
 }
 
 /**
@@ -203,53 +102,6 @@ function skopeoCopy(env: Env, src: string, dest: string, extra: string[] = []): 
     src,
     dest,
   ]);
-}
-
-function docker(env: Env, args: string[]): Promise<Output> {
-  return run(env, env.dockerBin, ["-H", `unix://${env.dockerSock}`, ...args]);
-}
-
-function ctr(env: Env, args: string[]): Promise<Output> {
-  return run(env, "ctr", ["--address", env.containerdSock, "--namespace", "berth", ...args]);
-}
-
-function storageFlags(env: Env): string[] {
-  return [
-    "--root",
-    `${env.tmp}/cs/root`,
-    "--runroot",
-    `${env.tmp}/cs/run`,
-    "--storage-driver",
-    "vfs",
-  ];
-}
-
-function buildah(env: Env, args: string[]): Promise<Output> {
-  return run(env, "buildah", [...storageFlags(env), ...args]);
-}
-
-function podman(env: Env, args: string[]): Promise<Output> {
-  return run(env, "podman", [
-    ...storageFlags(env),
-    "--cgroup-manager",
-    "cgroupfs",
-    "--events-backend",
-    "file",
-    "--tmpdir",
-    `${env.tmp}/cs/tmp`,
-    ...args,
-  ]);
-}
-
-/** Asserts exit 0 and returns the output. */
-async function ok(what: Promise<Output>, label: string): Promise<Output> {
-  const out = await what;
-  assert.equal(
-    out.code,
-    0,
-    `${label} failed (exit ${out.code}, ${out.ms} ms):\n${tail(out.stderr)}`,
-  );
-  return out;
 }
 
 /** Fetches from Berth, returns status, headers and the consumed body. */
@@ -353,138 +205,6 @@ function assertCleanFailure(out: Output, label: string, mustName: string, proble
   assert.match(text, problem, `${label}: message does not say what is wrong`);
 }
 
-/** A private dockerd (and the containerd it starts itself), stopped by PID. */
-interface Dockerd extends AsyncDisposable {
-  pid: number;
-}
-
-async function startDockerd(env: Env): Promise<Dockerd> {
-  const dir = `${env.tmp}/dk`;
-  const log = `${env.tmp}/log/dockerd.log`;
-  // daemon.json: /etc/docker/daemon.json is never read, the libtrust key stays here.
-  await Deno.writeTextFile(
-    `${dir}/daemon.json`,
-    JSON.stringify({ "deprecated-key-path": `${dir}/key.json` }),
-  );
-  // `exec` keeps the PID: child.pid is dockerd's own; its output goes to the log file.
-  const child = new Deno.Command("bash", {
-    args: [
-      "-c",
-      'exec "$@" >"$0" 2>&1',
-      log,
-      which("dockerd")!,
-      "-H",
-      `unix://${env.dockerSock}`,
-      "--config-file",
-      `${dir}/daemon.json`,
-      "--data-root",
-      `${dir}/data`,
-      "--exec-root",
-      `${dir}/x`,
-      "--pidfile",
-      `${dir}/docker.pid`,
-      "--storage-driver",
-      "vfs",
-      "--bridge=none",
-      "--iptables=false",
-      "--ip6tables=false",
-      "--userland-proxy=false",
-      "--insecure-registry",
-      env.host,
-    ],
-    env: env.vars,
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  let exited = false;
-  const status = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
-  const stop = async () => {
-    const containerdPid = await Deno.readTextFile(`${dir}/x/containerd/containerd.pid`).then(
-      (text) => Number(text.trim()),
-      () => 0,
-    );
-    if (!exited) {
-      child.kill("SIGTERM");
-      const force = setTimeout(() => child.kill("SIGKILL"), 30_000);
-      await status;
-      clearTimeout(force);
-    }
-    // dockerd stops its containerd on SIGTERM; make sure (by its pid file).
-    if (containerdPid > 0) await reapStray(containerdPid, dir);
-  };
-  const deadline = Date.now() + 60_000;
-  while (true) {
-    const out = await docker(env, ["version", "--format", "{{.Server.Version}}"]);
-    if (out.code === 0) break;
-    if (exited || Date.now() > deadline) {
-      await stop();
-      const logText = await Deno.readTextFile(log).catch(() => "");
-      throw new Error(`dockerd did not start (exited: ${exited}):\n${tail(logText)}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return { pid: child.pid, [Symbol.asyncDispose]: stop };
-}
-
-/** Waits for a leftover process (ours: its command line names `marker`), then SIGKILLs it. */
-async function reapStray(pid: number, marker: string): Promise<void> {
-  for (let i = 0; i < 50; i++) {
-    const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
-    if (!cmdline.includes(marker) || / Z /.test(stat)) return;
-    if (i === 49) Deno.kill(pid, "SIGKILL");
-    else await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-/** Writes the private client configs (same as clients.sh e2e_setup). */
-async function writeClientConfigs(tmp: string, host: string): Promise<void> {
-  for (const sub of ["log", "img", "cs/root", "cs/run", "cs/tmp", "dk", "tmp", "docker-config"]) {
-    await Deno.mkdir(`${tmp}/${sub}`, { recursive: true });
-  }
-  await Deno.writeTextFile(
-    `${tmp}/policy.json`,
-    JSON.stringify({
-      default: [{ type: "insecureAcceptAnything" }],
-      transports: { "docker-daemon": { "": [{ type: "insecureAcceptAnything" }] } },
-    }),
-  );
-  await Deno.writeTextFile(
-    `${tmp}/registries.conf`,
-    `unqualified-search-registries = []\nshort-name-mode = "disabled"\n` +
-      `[[registry]]\nlocation = "${host}"\ninsecure = true\n`,
-  );
-  await Deno.writeTextFile(
-    `${tmp}/storage.conf`,
-    `[storage]\ndriver = "vfs"\ngraphroot = "${tmp}/cs/root"\nrunroot = "${tmp}/cs/run"\n`,
-  );
-  await Deno.writeTextFile(
-    `${tmp}/containers.conf`,
-    `[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n` +
-      `events_logfile_path = "${tmp}/log/podman-events.log"\ntmp_dir = "${tmp}/cs/tmp"\n` +
-      `[containers]\nnetns = "none"\n` +
-      // podman and buildah otherwise create /etc/cni/net.d/cni.lock
-      `[network]\nnetwork_config_dir = "${tmp}/cni"\n`,
-  );
-  await Deno.writeTextFile(`${tmp}/auth.json`, "{}");
-  await Deno.writeTextFile(`${tmp}/docker-config/config.json`, "{}");
-}
-
-/** Removes the temp dir (read-only dirs from container storage are made writable first). */
-async function removeTree(dir: string): Promise<void> {
-  try {
-    await Deno.remove(dir, { recursive: true });
-  } catch {
-    await new Deno.Command("chmod", { args: ["-R", "u+w", dir], stdout: "null", stderr: "null" })
-      .output();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 Deno.test("real clients push to and pull from Berth (main.ts serve)", async (t) => {
   need("bash", "tar", "gzip", "skopeo");
   assert.ok(existsSync("/bin/busybox"), "/bin/busybox missing: install busybox-static");
@@ -493,31 +213,11 @@ Deno.test("real clients push to and pull from Berth (main.ts serve)", async (t) 
   try {
     await using berth = await spawnRegistry(["--data", `${tmp}/berth`, "--tags-page-max", "50"]);
     const host = new URL(berth.url).host;
-    await writeClientConfigs(tmp, host);
-    const vars = {
-      CONTAINERS_REGISTRIES_CONF: `${tmp}/registries.conf`,
-      CONTAINERS_STORAGE_CONF: `${tmp}/storage.conf`,
-      CONTAINERS_CONF: `${tmp}/containers.conf`,
-      REGISTRY_AUTH_FILE: `${tmp}/auth.json`,
-      DOCKER_CONFIG: `${tmp}/docker-config`,
-      TMPDIR: `${tmp}/tmp`,
-      E2E_TMP: tmp,
-      E2E_IMG: `${tmp}/img`,
-      E2E_REG: host,
-    };
-    // Debian's docker CLI matches its dockerd (another one may come first on PATH).
-    const dockerBin = existsSync("/usr/bin/docker")
-      ? "/usr/bin/docker"
-      : which("docker") ?? "docker";
+    await writeClientConfigs(tmp, [host]);
     const env: Env = {
-      tmp,
+      ...clientEnv(tmp, "berth", { E2E_REG: host }),
       host,
       url: berth.url,
-      vars,
-      dockerBin,
-      dockerSock: `${tmp}/dk/docker.sock`,
-      containerdSock: `${tmp}/dk/x/containerd/containerd.sock`,
-      layout: `${tmp}/img/oci`,
       digests: { small: "", big: "", multi: "", amd64: "", arm64: "" },
     };
     const made = await lib(
@@ -527,7 +227,9 @@ Deno.test("real clients push to and pull from Berth (main.ts serve)", async (t) 
     );
     env.digests = JSON.parse(made.stdout);
     // dockerd (and its containerd, for ctr) once for the file; a missing one fails its steps.
-    await using _dockerd = which("dockerd") && which("docker") ? await startDockerd(env) : null;
+    await using _dockerd = which("dockerd") && which("docker")
+      ? await startDockerd(env, ["--insecure-registry", host])
+      : null;
 
     await t.step(
       "skopeo copy of an OCI layout to Berth and back, in OCI and in Docker v2s2 format, digests identical to the source",

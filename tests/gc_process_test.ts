@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { checkConsistency } from "./_consistency.ts";
 import { join } from "node:path";
-import { exists, imageManifest, randomBytes, sha256, spawnRegistry } from "./_registry.ts";
+import { exists, imageManifest, randomBytes, runMain, sha256, spawnRegistry } from "./_registry.ts";
 import type { Digest } from "../src/oci/digest.ts";
 import { openStores } from "../src/open.ts";
 import { collect } from "../src/gc/collect.ts";
@@ -24,12 +24,6 @@ function berth(args: string[]): Deno.ChildProcess {
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-}
-
-async function output(child: Deno.ChildProcess) {
-  const { code, stdout, stderr } = await child.output();
-  const decoder = new TextDecoder();
-  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
 }
 
 /** Pushes an image of a unique config and layer under `tag` through HTTP. */
@@ -83,8 +77,8 @@ Deno.test("berth gc runs beside a serving process: a dry run removes nothing, th
       const kept = await pushImage(server.url, "app", "v1", 1);
       const gone = await pushImage(server.url, "app", "v2", 2);
       await remove(server.url, "app", "v2");
-      const dry = await output(
-        berth(["gc", "--data", dir, "--grace", "0", "--untagged-ttl", "0", "--dry-run"]),
+      const dry = await runMain(
+        ["gc", "--data", dir, "--grace", "0", "--untagged-ttl", "0", "--dry-run"],
       );
       assert.equal(dry.code, 0, dry.stderr);
       assert.match(dry.stdout, new RegExp(`would remove manifest app@${gone.digest}`));
@@ -95,13 +89,13 @@ Deno.test("berth gc runs beside a serving process: a dry run removes nothing, th
       let res = await fetch(`${server.url}/v2/app/manifests/${gone.digest}`);
       await res.body?.cancel();
       assert.equal(res.status, 200, "the dry run removed something");
-      const du = await output(berth(["du", "--data", dir, "--json"]));
+      const du = await runMain(["du", "--data", dir, "--json"]);
       assert.equal(du.code, 0, du.stderr);
       const figures = JSON.parse(du.stdout);
       assert.ok(figures.repositories.app > 0 && figures.total === figures.repositories.app);
       assert.equal(typeof figures.reclaimableNow, "number");
-      const real = await output(
-        berth(["gc", "--data", dir, "--grace", "0", "--untagged-ttl", "0", "--json"]),
+      const real = await runMain(
+        ["gc", "--data", dir, "--grace", "0", "--untagged-ttl", "0", "--json"],
       );
       assert.equal(real.code, 0, real.stderr);
       const report = JSON.parse(real.stdout);

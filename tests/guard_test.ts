@@ -6,6 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { spawnRegistry } from "./_registry.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -13,54 +14,16 @@ const decoder = new TextDecoder();
 /** `main.ts serve` under `ulimit -n <limit>`, on port 0 of a fresh data directory. */
 async function spawnLimited(limit: number, args: string[] = []) {
   const dataDir = await Deno.makeTempDir({ prefix: "berth-guard-" });
-  const main = new URL("../main.ts", import.meta.url).pathname;
-  const command = [Deno.execPath(), "run", "--unstable-kv", "-A", main, "serve", "--listen"]
-    .concat(["127.0.0.1:0", "--data", dataDir, "--log-level", "warn", ...args])
-    .map((word) => `'${word.replaceAll("'", "'\\''")}'`)
-    .join(" ");
-  const child = new Deno.Command("bash", {
-    args: ["-c", `ulimit -n ${limit} && exec ${command}`],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  let url = "";
-  while (!url) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    seen += value;
-    url = /listening on (http:\/\/[^/ ]+)/.exec(seen)?.[1] ?? "";
-  }
-  const stdout = (async () => {
-    while (!(await reader.read()).done) { /* discard */ }
-  })().catch(() => {});
-  let exited: Deno.CommandStatus | null = null;
-  const status = child.status.then((s) => (exited = s));
-  const cleanup = async () => {
-    await status;
-    await stdout;
-    await Deno.remove(dataDir, { recursive: true });
-  };
-  if (!url) {
-    await cleanup();
-    throw new Error(`berth did not start: ${seen}${await stderr}`);
-  }
+  const berth = await spawnRegistry(["--data", dataDir, ...args], {}, {
+    openFileLimit: limit,
+    captureStderr: true,
+  });
   return {
-    url,
-    port: Number(new URL(url).port),
-    pid: child.pid,
-    get exited() {
-      return exited;
-    },
-    stderr,
-    /** SIGTERM by PID; the exit code. */
-    async stop(): Promise<number> {
-      if (!exited) Deno.kill(child.pid, "SIGTERM");
-      const { code } = await status;
-      await cleanup();
-      return code;
+    berth,
+    port: Number(new URL(berth.url).port),
+    async [Symbol.asyncDispose]() {
+      await berth.kill();
+      await Deno.remove(dataDir, { recursive: true });
     },
   };
 }
@@ -95,7 +58,8 @@ async function burstRequest(port: number): Promise<string> {
 }
 
 Deno.test("guard: under ulimit -n 256 a burst of 600 connections gets 200 or 503 (or is refused), the server lives and serves again", async () => {
-  const berth = await spawnLimited(256);
+  await using limited = await spawnLimited(256);
+  const { berth, port } = limited;
   let code: number;
   try {
     // Deno reads another process's /proc files only with --allow-all: cat them.
@@ -104,11 +68,11 @@ Deno.test("guard: under ulimit -n 256 a burst of 600 connections gets 200 or 503
     const limits = decoder.decode(stdout);
     assert.match(limits, /^Max open files\s+256\s/m, "the limit did not apply");
 
-    const results = await Promise.all(Array.from({ length: 600 }, () => burstRequest(berth.port)));
+    const results = await Promise.all(Array.from({ length: 600 }, () => burstRequest(port)));
     const counts: Record<string, number> = {};
     for (const result of results) counts[result] = (counts[result] ?? 0) + 1;
     const detail = `${Deno.inspect(counts)}; stderr: ${berth.exited ? await berth.stderr : ""}`;
-    assert.equal(berth.exited, null, `the server died: ${detail}`);
+    assert.equal(berth.exited, false, `the server died: ${detail}`);
     assert.ok((counts["200"] ?? 0) >= 32, `too few served: ${detail}`);
     for (const result of Object.keys(counts)) {
       assert.match(result, /^(200|503|closed|refused)/, `unexpected outcome: ${detail}`);
@@ -121,8 +85,8 @@ Deno.test("guard: under ulimit -n 256 a burst of 600 connections gets 200 or 503
       assert.equal(res.status, 200, `GET /v2/ #${i} after the burst`);
     }
     // And so is a second burst, after the first one's connections are gone.
-    const again = await Promise.all(Array.from({ length: 600 }, () => burstRequest(berth.port)));
-    assert.equal(berth.exited, null, "the server died in the second burst");
+    const again = await Promise.all(Array.from({ length: 600 }, () => burstRequest(port)));
+    assert.equal(berth.exited, false, "the server died in the second burst");
     assert.ok(again.filter((r) => r === "200").length >= 32, "too few served in the second burst");
   } finally {
     code = await berth.stop();

@@ -14,10 +14,9 @@
 import assert from "node:assert/strict";
 import http2 from "node:http2";
 import { makePki, type Pki, run } from "./_pki.ts";
-import { randomBytes, sha256 } from "./_registry.ts";
+import { randomBytes, runMain, sha256, spawnRegistry } from "./_registry.ts";
 
 const CURL = "/usr/bin/curl";
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const decoder = new TextDecoder();
 
 /** `main.ts serve` over HTTPS on 127.0.0.1:0 of a fresh data directory. */
@@ -31,47 +30,21 @@ interface Berth extends AsyncDisposable {
 
 async function spawnTls(pki: Pki, args: string[] = []): Promise<Berth> {
   const dataDir = await Deno.makeTempDir({ prefix: "berth-tls-data-" });
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--unstable-kv", "-A", MAIN, "serve", "--listen", "127.0.0.1:0"]
-      .concat(["--data", dataDir, "--kv", ":memory:", "--log-level", "error"])
+  const berth = await spawnRegistry(
+    ["--data", dataDir, "--kv", ":memory:", "--log-level", "error"]
       .concat(["--tls-cert", pki.cert, "--tls-key", pki.key, ...args]),
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  let exited = false;
-  const status = child.status.then((s) => (exited = true, s));
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let seen = "";
-  let url = "";
-  while (!url) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    seen += value;
-    url = /listening on (https:\/\/[^/ ]+)/.exec(seen)?.[1] ?? "";
-  }
-  const drain = (async () => {
-    while (!(await reader.read()).done) { /* discard */ }
-  })().catch(() => {});
-  const stop = async () => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-    await status;
-    await drain;
-    await Deno.remove(dataDir, { recursive: true });
-  };
-  if (!url) {
-    await stop();
-    throw new Error(`berth did not start: ${seen}`);
-  }
+  );
   return {
-    url,
-    port: Number(new URL(url).port),
-    pid: child.pid,
+    url: berth.url,
+    port: Number(new URL(berth.url).port),
+    pid: berth.pid,
     get exited() {
-      return exited;
+      return berth.exited;
     },
-    [Symbol.asyncDispose]: stop,
+    async [Symbol.asyncDispose]() {
+      await berth.kill();
+      await Deno.remove(dataDir, { recursive: true });
+    },
   };
 }
 
@@ -415,14 +388,10 @@ withPki(
 async function failedStart(args: string[]): Promise<{ code: number; stderr: string }> {
   const dataDir = await Deno.makeTempDir({ prefix: "berth-tls-data-" });
   try {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--unstable-kv", "-A", MAIN, "serve", "--listen", "127.0.0.1:0"]
-        .concat(["--data", dataDir, "--kv", ":memory:", ...args]),
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(20_000),
-    }).output();
-    return { code: out.code, stderr: decoder.decode(out.stderr) };
+    const out = await runMain(
+      ["serve", "--listen", "127.0.0.1:0", "--data", dataDir, "--kv", ":memory:", ...args],
+    );
+    return { code: out.code, stderr: out.stderr };
   } finally {
     await Deno.remove(dataDir, { recursive: true });
   }

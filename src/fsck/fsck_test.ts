@@ -36,7 +36,7 @@ import {
 import type { Digest } from "../oci/digest.ts";
 import { kvLocation, openStores, type Stores } from "../open.ts";
 import type { FsBlobStore } from "../storage/fs_blob_store.ts";
-import { imageManifest, randomBytes, sha256 } from "../../tests/_registry.ts";
+import { imageManifest, randomBytes, runMain, sha256 } from "../../tests/_registry.ts";
 
 const MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json";
 const enc = new TextEncoder();
@@ -459,14 +459,9 @@ Deno.test("fsck() as `main.ts fsck` exits 1 on a damaged store and 0 once repair
       const { b } = await populate(s.app);
       await Deno.writeFile((s.stores.blobs as FsBlobStore).blobPath(b.config), enc.encode("{}"));
     }
-    const main = new URL("../../main.ts", import.meta.url).pathname;
     const cli = async (...extra: string[]) => {
-      const { code, stdout } = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "--unstable-kv", "-A", main, "fsck", "--data", dir, ...extra],
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      return { code, text: new TextDecoder().decode(stdout) };
+      const { code, stdout } = await runMain(["fsck", "--data", dir, ...extra]);
+      return { code, text: stdout };
     };
     const damaged = await cli();
     assert.equal(damaged.code, 1, damaged.text);

@@ -200,6 +200,22 @@ async function commit(
   return true;
 }
 
+/** The last step of a migration: the schema version reached, the cursor gone, in one commit. */
+async function finish(
+  run: Run,
+  migration: Deno.AtomicCheck,
+  schema: Deno.AtomicCheck,
+  version: number,
+): Promise<void> {
+  const record: SchemaRecord = { version, migratedAt: Date.now() };
+  const finished = await commit(
+    run,
+    [migration, schema],
+    (op) => op.set(schemaKey(), record).delete(migrationKey()),
+  );
+  if (finished) run.progress(`schema: schema ${record.version} reached`);
+}
+
 async function readBytes(blobs: Pick<BlobStore, "open">, digest: Digest): Promise<Uint8Array> {
   const read = await blobs.open(digest);
   if (!read) throw new Error("its bytes are missing from the blob store");
@@ -398,13 +414,7 @@ async function gcBatch(run: Run, migration: Deno.KvEntry<MigrationRecord>): Prom
       return;
     }
     const [schema] = await run.kv.getMany<[unknown]>([schemaKey()]);
-    const record: SchemaRecord = { version: state.to, migratedAt: Date.now() };
-    const finished = await commit(
-      run,
-      [migration, schema],
-      (op) => op.set(schemaKey(), record).delete(migrationKey()),
-    );
-    if (finished) run.progress(`schema: schema ${record.version} reached`);
+    await finish(run, migration, schema, state.to);
     return;
   }
   let counts = new Map<string, { key: Deno.KvKey; n: bigint }>();
@@ -507,13 +517,7 @@ async function epochsBatch(
       }
       return;
     }
-    const record: SchemaRecord = { version: migration.value.to, migratedAt: Date.now() };
-    const finished = await commit(
-      run,
-      [migration, schema],
-      (op) => op.set(schemaKey(), record).delete(migrationKey()),
-    );
-    if (finished) run.progress(`schema: schema ${record.version} reached`);
+    await finish(run, migration, schema, migration.value.to);
     return;
   }
   const budget = new Budget([[migrationKey(), migration.value]]);
