@@ -10,12 +10,9 @@
  * @module
  */
 
-/**
- * Deno KV's limits on one atomic commit (the same locally and over KV Connect),
- * with the margins Berth keeps: at most 10 checks; at most 1000 mutations (Berth
- * plans for 900); keys and values together at most 800 KiB, keys alone 80 KiB.
- */
-export const KV_LIMITS = { checks: 10, mutations: 900, bytes: 800 * 1024, keyBytes: 80 * 1024 };
+import { KV_LIMITS, LimitedAtomic } from "./kv_limits.ts";
+
+export { KV_LIMITS };
 
 const LOCKED_REGEXP = /database is locked|database table is locked|SQLITE_BUSY/i;
 /** Attempts before giving up on contention or on lost races (each round is a few ms). */
@@ -137,7 +134,9 @@ export class Kv {
    */
   commit(build: (op: Deno.AtomicOperation) => Deno.AtomicOperation): Promise<string | null> {
     return retry("commit", async () => {
-      const result = await build(this.#raw.atomic()).commit();
+      // Every commit is counted against KV_LIMITS before it is sent (see kv_limits.ts).
+      const op = new LimitedAtomic(this.#raw.atomic()) as unknown as Deno.AtomicOperation;
+      const result = await build(op).commit();
       return result.ok ? result.versionstamp : null;
     });
   }
