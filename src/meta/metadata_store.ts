@@ -79,8 +79,12 @@ import {
  */
 export const MAX_TAGS_PER_PUT = 10;
 const MAX_MUTATIONS = KV_LIMITS.mutations;
-/** Tags one delete commit removes (two mutations each, under Deno KV's 1000). */
-const MAX_TAGS_PER_COMMIT = 450;
+/**
+ * Tags one delete commit removes: two mutations each, and the last commit also
+ * releases the record (its reference pages, up to 64, are deleted and queued
+ * for release: about 140 more), all within `KV_LIMITS.mutations`.
+ */
+const MAX_TAGS_PER_COMMIT = 350;
 /** References a manifest PUT counts in its own commit; more are counted ahead (intents). */
 const INLINE_REFS = 200;
 /** Most key bytes of reference counts a manifest PUT commit adds itself (KV: 80 KiB of keys). */
