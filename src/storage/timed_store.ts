@@ -69,96 +69,63 @@ async function timed<T>(op: Operation, work: Promise<T>): Promise<T> {
   }
 }
 
-/** `store`, timed. */
-export class TimedStore implements Storage {
-  readonly #store: Storage;
+/** The timed versions of `store`'s methods, calling `store`. */
+function timedMethods(store: Storage): Partial<Storage> {
+  return {
+    stat: (digest) => timed("stat", store.stat(digest)),
+    open: (digest, range) => timed("open", store.open(digest, range)),
+    async put(digest, body) {
+      uploadsInFlight.inc();
+      try {
+        const result = await timed("put", store.put(digest, body));
+        if (result.ok) written.inc(result.size);
+        return result;
+      } finally {
+        uploadsInFlight.dec();
+      }
+    },
+    async putBytes(digest, bytes) {
+      await timed("put_bytes", store.putBytes(digest, bytes));
+      written.inc(bytes.length);
+    },
+    delete: (digest) => timed("delete", store.delete(digest)),
+    async writePart(uploadId, body, options) {
+      uploadsInFlight.inc();
+      try {
+        const part = await timed("write_part", store.writePart(uploadId, body, options));
+        written.inc(part.size);
+        return part;
+      } finally {
+        uploadsInFlight.dec();
+      }
+    },
+    removePart: (uploadId, file) => timed("remove_part", store.removePart(uploadId, file)),
+    finish: (uploadId, parts, digest) => timed("finish", store.finish(uploadId, parts, digest)),
+    removeUpload: (uploadId) => timed("remove_upload", store.removeUpload(uploadId)),
+    openPart: (uploadId, file) => timed("open_part", store.openPart(uploadId, file)),
+  };
+}
 
-  constructor(store: Storage) {
-    this.#store = store;
-  }
-
-  get location(): string {
-    return this.#store.location;
-  }
-
-  stat(digest: Digest): Promise<BlobInfo | null> {
-    return timed("stat", this.#store.stat(digest));
-  }
-
-  open(digest: Digest, range?: ByteRange): Promise<BlobRead | null> {
-    return timed("open", this.#store.open(digest, range));
-  }
-
-  async put(digest: Digest, body: ReadableStream<Uint8Array> | null): Promise<FinishResult> {
-    uploadsInFlight.inc();
-    try {
-      const result = await timed("put", this.#store.put(digest, body));
-      if (result.ok) written.inc(result.size);
-      return result;
-    } finally {
-      uploadsInFlight.dec();
-    }
-  }
-
-  async putBytes(digest: Digest, bytes: Uint8Array): Promise<void> {
-    await timed("put_bytes", this.#store.putBytes(digest, bytes));
-    written.inc(bytes.length);
-  }
-
-  delete(digest: Digest): Promise<boolean> {
-    return timed("delete", this.#store.delete(digest));
-  }
-
-  list(): AsyncIterable<Digest> {
-    return this.#store.list();
-  }
-
-  close(): Promise<void> {
-    return this.#store.close();
-  }
-
-  async writePart(
-    uploadId: string,
-    body: ReadableStream<Uint8Array> | null,
-    options: Parameters<Storage["writePart"]>[2],
-  ): Promise<WrittenPart> {
-    uploadsInFlight.inc();
-    try {
-      const part = await timed("write_part", this.#store.writePart(uploadId, body, options));
-      written.inc(part.size);
-      return part;
-    } finally {
-      uploadsInFlight.dec();
-    }
-  }
-
-  removePart(uploadId: string, file: string): Promise<void> {
-    return timed("remove_part", this.#store.removePart(uploadId, file));
-  }
-
-  finish(uploadId: string, parts: WrittenPart[], digest: Digest): Promise<FinishResult> {
-    return timed("finish", this.#store.finish(uploadId, parts, digest));
-  }
-
-  removeUpload(uploadId: string): Promise<void> {
-    return timed("remove_upload", this.#store.removeUpload(uploadId));
-  }
-
-  listUploads(): AsyncIterable<{ uploadId: string; modifiedAt: number }> {
-    return this.#store.listUploads();
-  }
-
-  listParts(uploadId: string): AsyncIterable<{ file: string; size: number }> {
-    return this.#store.listParts(uploadId);
-  }
-
-  openPart(uploadId: string, file: string): Promise<ReadableStream<Uint8Array> | null> {
-    return timed("open_part", this.#store.openPart(uploadId, file));
-  }
-
-  debris(
-    options?: { leftoversOnly?: boolean },
-  ): ReturnType<Storage["debris"]> {
-    return this.#store.debris(options);
-  }
+/**
+ * `store`, timed: the same object to its users (its own methods and fields,
+ * `FsBlobStore.blobPath` say, pass through), with the operations above timed.
+ * Listings, `debris()`, `location` and `close()` are the store's own.
+ */
+export function timeStore<S extends Storage>(store: S): S {
+  const own = timedMethods(store) as Record<PropertyKey, unknown>;
+  const bound = new Map<PropertyKey, unknown>();
+  return new Proxy(store, {
+    get(target, key) {
+      if (Object.hasOwn(own, key)) return own[key];
+      const value = Reflect.get(target, key, target);
+      if (typeof value !== "function") return value;
+      // Bound to the store itself: its private fields are not the proxy's.
+      let fn = bound.get(key);
+      if (fn === undefined || (fn as { original?: unknown }).original !== value) {
+        fn = Object.assign(value.bind(target), { original: value });
+        bound.set(key, fn);
+      }
+      return fn;
+    },
+  });
 }

@@ -1,5 +1,5 @@
 /**
- * Unit tests of {@linkcode TimedStore}: it behaves as the store it wraps (the
+ * Unit tests of {@linkcode timeStore}: it behaves as the store it wraps (the
  * shared blob store suite), and times, counts and tracks what passes through.
  *
  * @module
@@ -8,11 +8,11 @@ import assert from "node:assert/strict";
 import { blobStoreSuite, bodyOf, bytesOf, digestOf } from "../../tests/_blob_store_suite.ts";
 import { metrics } from "../metrics/registry.ts";
 import { FsBlobStore } from "./fs_blob_store.ts";
-import { TimedStore } from "./timed_store.ts";
+import { timeStore } from "./timed_store.ts";
 
 blobStoreSuite("timed wrapper around the filesystem store", async () => {
   const dir = await Deno.makeTempDir({ prefix: "berth-store-" });
-  const store = new TimedStore(await FsBlobStore.open(dir));
+  const store = timeStore(await FsBlobStore.open(dir));
   return {
     store,
     async [Symbol.asyncDispose]() {
@@ -36,9 +36,9 @@ const inFlight = metrics.gauge(
   "Upload bodies being written to the blob store right now",
 );
 
-Deno.test("TimedStore times each operation, counts bytes written and failures", async () => {
+Deno.test("timeStore() times each operation, counts bytes written and failures", async () => {
   const dir = await Deno.makeTempDir({ prefix: "berth-store-" });
-  const store = new TimedStore(await FsBlobStore.open(dir));
+  const store = timeStore(await FsBlobStore.open(dir));
   try {
     const bytes = bytesOf(1000);
     const digest = digestOf(bytes);
@@ -59,9 +59,26 @@ Deno.test("TimedStore times each operation, counts bytes written and failures", 
   }
 });
 
-Deno.test("TimedStore counts an upload body as in flight while it is written", async () => {
+Deno.test("timeStore() keeps the store's own methods and fields working", async () => {
   const dir = await Deno.makeTempDir({ prefix: "berth-store-" });
-  const store = new TimedStore(await FsBlobStore.open(dir));
+  const store = timeStore(await FsBlobStore.open(dir));
+  try {
+    const bytes = bytesOf(10);
+    const digest = digestOf(bytes);
+    assert.equal(store.root, dir);
+    assert.ok(store.blobPath(digest).startsWith(dir));
+    assert.equal(store.location, `file:${dir}`);
+    await store.putBytes(digest, bytes);
+    assert.deepEqual(await Deno.readFile(store.blobPath(digest)), bytes);
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("timeStore() counts an upload body as in flight while it is written", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "berth-store-" });
+  const store = timeStore(await FsBlobStore.open(dir));
   try {
     const before = inFlight.value;
     let send!: ReadableStreamDefaultController<Uint8Array>;
