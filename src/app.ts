@@ -4,7 +4,9 @@
  *
  * A request goes through the pipeline's steps (log → errors → URL checks →
  * route → authorize) to its route's handler, which translates HTTP into a
- * call of the registry service layer and its answer back into HTTP.
+ * call of the registry service layer and its answer back into HTTP. With
+ * metrics on, a step between logging and errors counts and times every
+ * request by route template, and `GET /metrics` shows the figures.
  *
  * @module
  */
@@ -24,6 +26,11 @@ import { Gate } from "./auth/gate.ts";
 import { LoginThrottle } from "./auth/throttle.ts";
 import { tokenRoutes } from "./http/handlers/token.ts";
 import { Registry } from "./registry/registry.ts";
+import { METRICS_ROUTE, metricsRoutes } from "./http/handlers/metrics.ts";
+import { authorizeMetrics } from "./metrics/access.ts";
+import { watchProcess } from "./metrics/process.ts";
+import { metrics } from "./metrics/registry.ts";
+import { measureRequests } from "./metrics/requests.ts";
 
 export type { Deps } from "./http/deps.ts";
 export { MAX_URL_LENGTH } from "./http/pipeline.ts";
@@ -48,8 +55,9 @@ export interface ClientInfo {
 /** A registry request handler. */
 export type App = (req: Request, info?: ClientInfo) => Promise<Response>;
 
-/** Builds the registry's request handler. */
-export function createApp(deps: Deps): App {
+/** Builds the registry's request handler (`config.metrics` false: no metrics step, no `/metrics`). */
+export function createApp(deps: Deps & { config: { metrics?: boolean } }): App {
+  const metricsOn = deps.config.metrics !== false;
   const registry = new Registry({ meta: deps.meta, blobs: deps.blobs, config: deps.config });
   const handlerDeps = { registry, bodyTimeoutMs: deps.config.bodyTimeoutMs };
   // Upload routes come before blob routes: `/blobs/uploads/x` is not a digest.
@@ -72,18 +80,28 @@ export function createApp(deps: Deps): App {
     ...blobRoutes(handlerDeps),
     ...manifestRoutes(handlerDeps),
     ...referrerRoutes(handlerDeps),
+    ...(metricsOn ? metricsRoutes(metrics) : []),
   ];
+  if (metricsOn) watchProcess(metrics);
   const match: Step = (ctx, next) => {
     findRoute(routes, ctx as RouteContext);
     return next();
   };
+  const https = deps.config.tlsCert !== "";
+  const authorizeRoute = authorize(gate, deps.log, https);
+  const authorizeScrape = authorizeMetrics(gate, deps.log, https);
+  // `/metrics` names no repository: it has its own rule (src/metrics/access.ts).
+  const authorizeStep: Step = (ctx, next) =>
+    ctx.route!.name === METRICS_ROUTE ? authorizeScrape(ctx, next) : authorizeRoute(ctx, next);
   const handle = compose(
     [
       logRequests(deps.log),
+      // Outside the error step: it sees the final status of every request, and the route.
+      ...(metricsOn ? [measureRequests(metrics, routes)] : []),
       handleErrors(deps.log),
       checkUrl,
       match,
-      authorize(gate, deps.log, deps.config.tlsCert !== ""),
+      authorizeStep,
     ],
     (ctx) => ctx.route!.handler(ctx as RouteContext, ctx.route!.params),
   );

@@ -37,6 +37,8 @@ export interface Config {
   maxConnections: number;
   shutdownTimeoutMs: number;
   logLevel: LogLevel;
+  /** Whether `/metrics` is served (Prometheus text; signed-in users only when authentication is on). */
+  metrics: boolean;
   /** How clients authenticate: none (anonymous, loopback only unless allowed), basic or token. */
   auth: AuthMode;
   /** Apache htpasswd file of bcrypt users; "" for none. */
@@ -473,6 +475,18 @@ export const OPTIONS: OptionSpec[] = [
         throw bad("log-level", value, this.allowed);
       }
       config.logLevel = value as LogLevel;
+    },
+  },
+  {
+    flag: "metrics",
+    kind: "string",
+    default: "on",
+    help:
+      "Serve Prometheus metrics at /metrics (with authentication on: for users the policy lets pull _metrics)",
+    allowed: "on or off",
+    apply(config, value) {
+      if (!/^(on|off|true|false)$/i.test(value)) throw bad("metrics", value, this.allowed);
+      config.metrics = bool("metrics", value);
     },
   },
 ];

@@ -60,6 +60,7 @@ const DEFAULTS: Config = {
   maxConnections: 1000,
   shutdownTimeoutMs: 30_000,
   logLevel: "info",
+  metrics: true,
   auth: "none",
   htpasswd: "",
   policy: "",
@@ -132,6 +133,8 @@ Deno.test("parseCli() reads every option from flags", () => {
       "5s",
       "--log-level",
       "debug",
+      "--metrics",
+      "off",
       "--auth",
       "token",
       "--htpasswd",
@@ -177,6 +180,7 @@ Deno.test("parseCli() reads every option from flags", () => {
     maxConnections: 9,
     shutdownTimeoutMs: 5_000,
     logLevel: "debug",
+    metrics: false,
     auth: "token",
     htpasswd: "/etc/berth/htpasswd",
     policy: "/etc/berth/policy.json",
@@ -213,6 +217,7 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     BERTH_MAX_CONNECTIONS: "10",
     BERTH_SHUTDOWN_TIMEOUT: "1m",
     BERTH_LOG_LEVEL: "off",
+    BERTH_METRICS: "off",
     BERTH_AUTH: "token",
     BERTH_TOKEN_PUBLIC_KEYS: "/k.jwks",
     BERTH_TOKEN_REALM: "http://auth.example/token",
@@ -239,6 +244,7 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     maxConnections: 10,
     shutdownTimeoutMs: 60_000,
     logLevel: "off",
+    metrics: false,
     auth: "token",
     htpasswd: "",
     policy: "",
@@ -274,6 +280,7 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     "max-connections": 5,
     "shutdown-timeout": "2m",
     "log-level": "warn",
+    metrics: "off",
     htpasswd: "/srv/htpasswd",
     "token-ttl": "30s",
   });
@@ -299,6 +306,7 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     maxConnections: 5,
     shutdownTimeoutMs: 120_000,
     logLevel: "warn",
+    metrics: false,
     auth: "basic",
     htpasswd: "/srv/htpasswd",
     policy: "",
@@ -459,6 +467,7 @@ const BAD_VALUES: Record<string, { values: string[]; allowed: RegExp }> = {
     values: ["verbose", "INFO", "trace", ""],
     allowed: /debug, info, warn, error or off/,
   },
+  metrics: { values: ["maybe", "", "1"], allowed: /on or off/ },
   auth: { values: ["none", "Basic", "oauth", "token "], allowed: /basic or token/ },
   htpasswd: { values: [" ", "a\0b"], allowed: /a file path/ },
   policy: { values: ["  "], allowed: /a file path/ },
@@ -600,6 +609,7 @@ Deno.test("helpText() lists every option with its env variable and default", () 
     "max-manifest-bytes",
     "max-uploads",
     "max-uploads-per-repo",
+    "metrics",
     "no-auto-mount",
     "no-delete",
     "policy",
@@ -758,4 +768,14 @@ Deno.test("parseCli() reads retention policies from the config file's retention 
   assert.match(bad([{ repositories: "a", "older-than": "soon" }]).message, /older-than/);
   assert.match(bad([{ repositories: "a", colour: "red" }]).message, /unknown key "colour"/);
   assert.match(bad([{ "keep-last": 1 }]).message, /repositories/);
+});
+
+Deno.test("parseCli() reads --metrics on|off from flags and BERTH_METRICS, and refuses other values", () => {
+  assert.equal(parseCli(["serve", "--metrics", "off"], {}, noFiles).config.metrics, false);
+  assert.equal(parseCli([], { BERTH_METRICS: "off" }, noFiles).config.metrics, false);
+  assert.equal(parseCli([], { BERTH_METRICS: "on" }, noFiles).config.metrics, true);
+  assert.match(
+    configError(() => parseCli(["serve", "--metrics", "maybe"], {}, noFiles)).message,
+    /Invalid value "maybe" for --metrics: expected on or off/,
+  );
 });

@@ -1,7 +1,8 @@
 /**
  * Opens the stores a configuration names: the metadata store (KV: a file, a
  * KV Connect URL or memory) and the blob store (`--blobs`), and brings the
- * metadata schema up to date. Shared by `serve`, `fsck` and the tests.
+ * metadata schema up to date. Shared by `serve`, `fsck` and the tests. The
+ * blob store is opened timed ({@linkcode timeStore}): its timings go to the metrics.
  *
  * @module
  */
@@ -10,6 +11,7 @@ import type { Config } from "./config.ts";
 import { KvMetadataStore } from "./meta/metadata_store.ts";
 import type { Storage } from "./storage/blob_store.ts";
 import { openBlobStore } from "./storage/open.ts";
+import { timeStore } from "./storage/timed_store.ts";
 
 /** Open stores; `close()` releases them. */
 export interface Stores {
@@ -38,7 +40,7 @@ export async function openStores(
   const remote = location === ":memory:" || /^https?:\/\//.test(location);
   // A KV file's folder (the data directory by default) must exist before SQLite opens it.
   if (!remote) await Deno.mkdir(dirname(location), { recursive: true });
-  const blobs = await openBlobStore(config);
+  const blobs = timeStore(await openBlobStore(config));
   let meta: KvMetadataStore | null = null;
   let schema;
   const started = performance.now();

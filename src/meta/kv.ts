@@ -7,8 +7,11 @@
  * - a lost race: an atomic commit whose checks failed because another writer
  *   got there first; {@linkcode Kv.transact} reads again and retries.
  *
+ * Both kinds of retry, commits and give-ups are counted in {@linkcode metrics}.
+ *
  * @module
  */
+import { metrics } from "../metrics/registry.ts";
 
 import { KV_LIMITS, LimitedAtomic } from "./kv_limits.ts";
 
@@ -17,6 +20,29 @@ export { KV_LIMITS };
 const LOCKED_REGEXP = /database is locked|database table is locked|SQLITE_BUSY/i;
 /** Attempts before giving up on contention or on lost races (each round is a few ms). */
 const MAX_ATTEMPTS = 100;
+
+const lockedRetries = metrics.counter(
+  "berth_kv_locked_retries_total",
+  `KV calls repeated because SQLite answered "database is locked"`,
+);
+const raceRetries = metrics.counter(
+  "berth_kv_transaction_retries_total",
+  "Transactions read and committed again after their commit lost a race",
+);
+const commitsOk = metrics.counter(
+  "berth_kv_commits_total",
+  "Atomic KV commits, by result (conflict: a check failed)",
+  { result: "ok" },
+);
+const commitsConflict = metrics.counter(
+  "berth_kv_commits_total",
+  "Atomic KV commits, by result (conflict: a check failed)",
+  { result: "conflict" },
+);
+const gaveUp = metrics.counter(
+  "berth_kv_contention_failures_total",
+  "KV calls and transactions given up after too many locked answers or lost races",
+);
 
 /**
  * Whether an error is SQLite contention worth retrying: `Deno.errors.Busy`
@@ -54,12 +80,19 @@ async function retry<T>(
     try {
       const result = await body();
       if (result !== RETRY) return result;
+      if (attempt < MAX_ATTEMPTS) raceRetries.inc();
     } catch (error) {
-      if (!options.locked || !isLockedError(error) || attempt === MAX_ATTEMPTS) throw error;
+      if (!options.locked || !isLockedError(error)) throw error;
+      if (attempt === MAX_ATTEMPTS) {
+        gaveUp.inc();
+        throw error;
+      }
+      lockedRetries.inc();
     }
     const delay = Math.min(2 ** Math.min(attempt, 6), 50) * (0.1 + Math.random());
     await new Promise((resolve) => setTimeout(resolve, delay));
   }
+  gaveUp.inc();
   throw new ContentionError(what);
 }
 
@@ -137,6 +170,7 @@ export class Kv {
       // Every commit is counted against KV_LIMITS before it is sent (see kv_limits.ts).
       const op = new LimitedAtomic(this.#raw.atomic()) as unknown as Deno.AtomicOperation;
       const result = await build(op).commit();
+      (result.ok ? commitsOk : commitsConflict).inc();
       return result.ok ? result.versionstamp : null;
     });
   }
