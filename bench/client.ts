@@ -216,6 +216,7 @@ export async function hey(
   }
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1]);
   const p99 = Number(/99%+ in ([\d.]+) secs/.exec(text)?.[1]) * 1000;
+  // hey leaves out the percentiles it has no sample for; then p99 is unknown, not 0.
   return { requestsPerSecond: rps, requests, p99Ms: p99, statuses, clientCpuS };
 }
 

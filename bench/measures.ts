@@ -62,6 +62,8 @@ export interface Measure {
   /** Whether Berth's peak RSS during this measure is a target. */
   watchRss?: boolean;
   run: (side: Side, o: Options) => Promise<Work>;
+  /** Runs once per side before the first round, unrecorded (JIT, caches, connections). */
+  warmUp?: (side: Side, o: Options) => Promise<unknown>;
 }
 
 async function timed(fn: () => Promise<unknown>): Promise<number> {
@@ -80,8 +82,22 @@ async function heyWork(url: string, o: Options, method = "GET"): Promise<Work> {
   return {
     seconds: result.requests / result.requestsPerSecond,
     requests: result.requests,
-    p99Ms: result.p99Ms,
+    ...(Number.isFinite(result.p99Ms) ? { p99Ms: result.p99Ms } : {}),
     clientCpuS: result.clientCpuS,
+  };
+}
+
+/** A measure of requests/s with `hey`: `path` on each side, GET unless `method` says. */
+function heyMeasure(
+  fields: Pick<Measure, "id" | "label" | "berthOnly">,
+  path: (side: Side, o: Options) => string,
+  method = "GET",
+): Measure {
+  return {
+    ...fields,
+    unit: "req/s",
+    run: (side, o) => heyWork(side.url + path(side, o), o, method),
+    warmUp: (side, o) => heyWork(side.url + path(side, o), { ...o, heySeconds: 1 }, method),
   };
 }
 
@@ -140,40 +156,42 @@ export const MEASURES: Measure[] = [
       return { seconds, ...result };
     },
   },
-  {
-    id: "manifest-get",
-    label: (o) => `manifest GET by tag (hey -c ${o.heyConcurrency})`,
-    unit: "req/s",
-    run: (side, o) => heyWork(`${side.url}/v2/image/manifests/latest`, o),
-  },
-  {
-    id: "manifest-head",
-    label: (o) => `manifest HEAD by digest (hey -c ${o.heyConcurrency})`,
-    unit: "req/s",
-    run: (side, o) => heyWork(`${side.url}/v2/image/manifests/${side.manifestDigest}`, o, "HEAD"),
-  },
-  {
-    id: "tags-full",
-    label: (o) => `full tag list, ${o.listTags} tags (hey -c ${o.heyConcurrency})`,
-    unit: "req/s",
-    run: (side, o) => heyWork(`${side.url}/v2/list/tags/list`, o),
-  },
-  {
-    id: "tags-page-small",
-    label: (o) => `tags page n=100, repo of 100 tags (hey -c ${o.heyConcurrency})`,
-    unit: "req/s",
-    berthOnly: true,
-    run: (side, o) => heyWork(`${side.url}/v2/page100/tags/list?n=100`, o),
-  },
-  {
-    id: "tags-page-large",
-    label: (o) =>
-      `tags page n=100 at the middle, repo of ${o.pageTags} tags (hey -c ${o.heyConcurrency})`,
-    unit: "req/s",
-    berthOnly: true,
-    run: (side, o) =>
-      heyWork(`${side.url}/v2/pagebig/tags/list?n=100&last=${tagName(o.pageTags >> 1)}`, o),
-  },
+  heyMeasure(
+    { id: "manifest-get", label: (o) => `manifest GET by tag (hey -c ${o.heyConcurrency})` },
+    () => "/v2/image/manifests/latest",
+  ),
+  heyMeasure(
+    {
+      id: "manifest-head",
+      label: (o) => `manifest HEAD by digest (hey -c ${o.heyConcurrency})`,
+    },
+    (side) => `/v2/image/manifests/${side.manifestDigest}`,
+    "HEAD",
+  ),
+  heyMeasure(
+    {
+      id: "tags-full",
+      label: (o) => `full tag list, ${o.listTags} tags (hey -c ${o.heyConcurrency})`,
+    },
+    () => "/v2/list/tags/list",
+  ),
+  heyMeasure(
+    {
+      id: "tags-page-small",
+      label: (o) => `tags page n=100, repo of 100 tags (hey -c ${o.heyConcurrency})`,
+      berthOnly: true,
+    },
+    () => "/v2/page100/tags/list?n=100",
+  ),
+  heyMeasure(
+    {
+      id: "tags-page-large",
+      label: (o) =>
+        `tags page n=100 from the middle, repo of ${o.pageTags} tags (hey -c ${o.heyConcurrency})`,
+      berthOnly: true,
+    },
+    (_, o) => `/v2/pagebig/tags/list?n=100&last=${tagName(o.pageTags >> 1)}`,
+  ),
 ];
 
 /** The name of the i-th seeded tag (they sort in seeding order). */

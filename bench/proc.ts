@@ -47,10 +47,13 @@ function statusKib(pid: number, key: string): number | undefined {
 /**
  * Tracks a process's peak RSS over a stretch of work: resets the kernel's
  * high-water mark (`clear_refs` 5) when it may, and samples `VmRSS` every
- * 10 ms as well, so the figure is right either way. `stop()` gives MiB.
+ * 10 ms as well, so the figure is right either way. `stop()` gives the
+ * peak in MiB, `start` the RSS when it began.
  */
-export function peakRss(pid: number | undefined): { stop(): number | undefined } {
-  if (pid === undefined) return { stop: () => undefined };
+export function peakRss(
+  pid: number | undefined,
+): { start: number | undefined; stop(): number | undefined } {
+  if (pid === undefined) return { start: undefined, stop: () => undefined };
   let reset = false;
   try {
     Deno.writeTextFileSync(`/proc/${pid}/clear_refs`, "5");
@@ -59,6 +62,8 @@ export function peakRss(pid: number | undefined): { stop(): number | undefined }
   let peak = statusKib(pid, "VmRSS") ?? 0;
   const timer = setInterval(() => peak = Math.max(peak, statusKib(pid, "VmRSS") ?? 0), 10);
   return {
+    /** RSS at the start, MiB. */
+    start: peak / 1024,
     stop() {
       clearInterval(timer);
       const hwm = reset ? statusKib(pid, "VmHWM") ?? 0 : 0;

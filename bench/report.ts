@@ -22,6 +22,8 @@ export interface Sample {
   clientCpuS?: number;
   serverCpuS?: number;
   peakRssMib?: number;
+  /** RSS when the measure began: the peak includes what earlier measures left. */
+  startRssMib?: number;
 }
 
 /** The median of some numbers (`NaN` for none). */
@@ -49,6 +51,7 @@ interface Summary {
   clientCpu?: number;
   p99?: number;
   peakRss?: number;
+  startRss?: number;
 }
 
 function summarize(samples: Sample[]): Summary | undefined {
@@ -71,6 +74,8 @@ function summarize(samples: Sample[]): Summary | undefined {
   if (clientCpu !== undefined) summary.clientCpu = clientCpu;
   if (p99 !== undefined) summary.p99 = p99;
   if (rss.length) summary.peakRss = Math.max(...rss);
+  const startRss = samples.map((s) => s.startRssMib).filter((x): x is number => x !== undefined);
+  if (startRss.length) summary.startRss = Math.min(...startRss);
   return summary;
 }
 
@@ -177,6 +182,7 @@ export function printReport(run: {
     berthArgs: string[];
     rounds: number;
     wallSeconds: number;
+    berthIdleRssMib: number | undefined;
   };
   limits: Limits;
   samples: Sample[];
@@ -190,7 +196,10 @@ export function printReport(run: {
   console.log(
     `\nBerth vs ${otherName} (Deno ${meta.deno}, ${meta.cores} cores, ${meta.date}, ${meta.rounds} rounds, ` +
       `load average at the end ${meta.loadAverage.map((x) => x.toFixed(1)).join(" ")}; ` +
-      `berth args: ${meta.berthArgs.join(" ") || "none (connection guard on)"})\n`,
+      `berth args: ${meta.berthArgs.join(" ") || "none (connection guard on)"}; ` +
+      `Berth RSS idle after setup ${f0(meta.berthIdleRssMib)} MiB; ${
+        meta.wallSeconds.toFixed(0)
+      } s)\n`,
   );
   table(
     [
@@ -201,7 +210,7 @@ export function printReport(run: {
       "server CPU Berth / other",
       "client CPU",
       "p99 ms Berth / other",
-      "peak RSS MiB Berth / other",
+      "peak RSS MiB (lowest at start) Berth / other",
     ],
     measures.map((m) => {
       const b = get(m.id, "berth"), o = get(m.id, "other");
@@ -216,7 +225,7 @@ export function printReport(run: {
         `${f2(b?.cpu)} / ${f2(o?.cpu)} ${unit}`,
         b?.clientCpu !== undefined ? `${f2(b.clientCpu)} / ${f2(o?.clientCpu)} ${unit}` : "–",
         b?.p99 !== undefined ? `${f1(b.p99)} / ${f1(o?.p99)}` : "–",
-        `${f0(b?.peakRss)} / ${f0(o?.peakRss)}`,
+        `${f0(b?.peakRss)} (${f0(b?.startRss)}) / ${f0(o?.peakRss)} (${f0(o?.startRss)})`,
       ];
     }),
   );

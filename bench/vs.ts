@@ -113,6 +113,13 @@ export async function runVs(args: string[]): Promise<void> {
     const limits = await measureLimits(dir, o.sizeMib * 1024 * 1024);
     for (const side of [berth, other]) await setUp(side, o, log);
 
+    const idleRssMib = peakRss(berth.pid).stop();
+    log(`Berth RSS after setting up: ${idleRssMib?.toFixed(0)} MiB`);
+    for (const measure of measures) {
+      for (const side of [berth, other]) {
+        if (!measure.berthOnly || side.key === "berth") await measure.warmUp?.(side, o);
+      }
+    }
     const samples: Sample[] = [];
     for (let round = 1; round <= rounds; round++) {
       for (const measure of measures) {
@@ -121,6 +128,7 @@ export async function runVs(args: string[]): Promise<void> {
           if (measure.berthOnly && side.key !== "berth") continue;
           const cpuBefore = cpuSeconds(side.pid);
           const rss = peakRss(side.pid);
+          const startRssMib = rss.start;
           const work = await measure.run(side, o);
           const peakRssMib = rss.stop();
           const cpuAfter = cpuSeconds(side.pid);
@@ -136,6 +144,7 @@ export async function runVs(args: string[]): Promise<void> {
               ? { serverCpuS: cpuAfter - cpuBefore }
               : {}),
             ...(peakRssMib !== undefined ? { peakRssMib } : {}),
+            ...(startRssMib !== undefined ? { startRssMib } : {}),
           };
           samples.push(sample);
           log(
@@ -154,6 +163,7 @@ export async function runVs(args: string[]): Promise<void> {
       otherUrl: other.url,
       rounds,
       options: o,
+      berthIdleRssMib: idleRssMib,
       wallSeconds: (performance.now() - started) / 1000,
     };
     await Deno.writeTextFile(
