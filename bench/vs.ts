@@ -86,6 +86,14 @@ export async function runVs(args: string[]): Promise<void> {
     BERTH_LOG_LEVEL: "warn",
   });
   await using distribution = values.vs === "distribution" ? await startDistribution() : undefined;
+  // Ctrl-C or SIGTERM stops the servers this run started, by PID, and removes their data.
+  const interrupted = async () => {
+    await berthProcess.kill();
+    await distribution?.[Symbol.asyncDispose]();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    Deno.exit(130);
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, interrupted);
   try {
     const otherUrl = distribution?.url ?? values.vs.replace(/\/+$/, "");
     const otherPid = values["vs-pid"]
@@ -173,6 +181,9 @@ export async function runVs(args: string[]): Promise<void> {
     printReport({ meta, limits, samples, measures, options: o, otherName: other.name });
     log(`raw samples in ${values.json}; ${meta.wallSeconds.toFixed(0)} s in all`);
   } finally {
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      Deno.removeSignalListener(signal, interrupted);
+    }
     await berthProcess.stop();
     await Deno.remove(dir, { recursive: true });
   }
