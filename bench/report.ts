@@ -51,7 +51,8 @@ interface Summary {
   clientCpu?: number;
   p99?: number;
   peakRss?: number;
-  startRss?: number;
+  /** The most a measure's peak rose above the RSS it started at. */
+  growth?: number;
 }
 
 function summarize(samples: Sample[]): Summary | undefined {
@@ -74,8 +75,10 @@ function summarize(samples: Sample[]): Summary | undefined {
   if (clientCpu !== undefined) summary.clientCpu = clientCpu;
   if (p99 !== undefined) summary.p99 = p99;
   if (rss.length) summary.peakRss = Math.max(...rss);
-  const startRss = samples.map((s) => s.startRssMib).filter((x): x is number => x !== undefined);
-  if (startRss.length) summary.startRss = Math.min(...startRss);
+  const growth = samples
+    .filter((s) => s.peakRssMib !== undefined && s.startRssMib !== undefined)
+    .map((s) => s.peakRssMib! - s.startRssMib!);
+  if (growth.length) summary.growth = Math.max(...growth);
   return summary;
 }
 
@@ -125,7 +128,7 @@ function verdicts(
     if (b?.peakRss === undefined) return;
     out.push({
       target: `${what}: Berth peak RSS ≤ ${max} MiB`,
-      measured: `${b.peakRss.toFixed(0)} MiB`,
+      measured: `${b.peakRss.toFixed(0)} MiB (+${f0(b.growth)} over its start)`,
       pass: b.peakRss <= max,
     });
   };
@@ -210,7 +213,7 @@ export function printReport(run: {
       "server CPU Berth / other",
       "client CPU",
       "p99 ms Berth / other",
-      "peak RSS MiB (lowest at start) Berth / other",
+      "peak RSS MiB (+ most above start) Berth / other",
     ],
     measures.map((m) => {
       const b = get(m.id, "berth"), o = get(m.id, "other");
@@ -225,7 +228,7 @@ export function printReport(run: {
         `${f2(b?.cpu)} / ${f2(o?.cpu)} ${unit}`,
         b?.clientCpu !== undefined ? `${f2(b.clientCpu)} / ${f2(o?.clientCpu)} ${unit}` : "–",
         b?.p99 !== undefined ? `${f1(b.p99)} / ${f1(o?.p99)}` : "–",
-        `${f0(b?.peakRss)} (${f0(b?.startRss)}) / ${f0(o?.peakRss)} (${f0(o?.startRss)})`,
+        `${f0(b?.peakRss)} (+${f0(b?.growth)}) / ${f0(o?.peakRss)} (+${f0(o?.growth)})`,
       ];
     }),
   );

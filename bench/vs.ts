@@ -123,17 +123,14 @@ export async function runVs(args: string[]): Promise<void> {
 
     const idleRssMib = peakRss(berth.pid).stop();
     log(`Berth RSS after setting up: ${idleRssMib?.toFixed(0)} MiB`);
-    for (const measure of measures) {
-      for (const side of [berth, other]) {
-        if (!measure.berthOnly || side.key === "berth") await measure.warmUp?.(side, o);
-      }
-    }
     const samples: Sample[] = [];
     for (let round = 1; round <= rounds; round++) {
       for (const measure of measures) {
         const order = round % 2 === 1 ? [berth, other] : [other, berth];
         for (const side of order) {
           if (measure.berthOnly && side.key !== "berth") continue;
+          // Warmed up just before its first sample, so earlier rows don't run after its load.
+          if (round === 1) await measure.warmUp?.(side, o);
           const cpuBefore = cpuSeconds(side.pid);
           const rss = peakRss(side.pid);
           const startRssMib = rss.start;
