@@ -9,7 +9,7 @@
  * never the path, so the number of series is bounded by the route table.
  * Requests no route matched (404, 405, a bad URL) share `route="unmatched"`.
  *
- * Per request this is two map lookups, a few increments and a header read:
+ * Per request this is three small map lookups, a few increments and a header read:
  * every metric is created once per route (and status) and kept.
  *
  * @module
