@@ -23,6 +23,17 @@ export interface Ceph {
   stop(): Promise<void>;
 }
 
+/**
+ * Starts a cluster for a whole test file, at its top level (so that no test
+ * owns the processes): null when Ceph is not installed. The file's last test
+ * should call `stop()`; should it not run, the processes are killed when
+ * the test process unloads.
+ */
+export async function cephForFile(): Promise<Ceph | null> {
+  if (!cephInstalled()) return null;
+  return await startCeph();
+}
+
 function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
@@ -100,6 +111,17 @@ rgw data = ${dir}/rgw
   );
   for (const sub of ["run", "mon", "osd", "rgw"]) await Deno.mkdir(`${dir}/${sub}`);
   const children: Deno.ChildProcess[] = [];
+  const killAll = () => {
+    for (const child of children) {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* already gone */ }
+    }
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch { /* gone */ }
+  };
+  globalThis.addEventListener("unload", killAll);
   const daemon = (command: string, args: string[]) => {
     const child = new Deno.Command(command, {
       args: ["-f", "-c", conf, ...args],
@@ -125,6 +147,7 @@ rgw data = ${dir}/rgw
       clearTimeout(timer);
     }
     children.length = 0;
+    globalThis.removeEventListener("unload", killAll);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
   try {
