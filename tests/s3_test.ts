@@ -639,6 +639,64 @@ test("a 1 GiB blob goes through Berth to S3 and back with flat memory", async ()
   await Deno.remove(dir, { recursive: true });
 });
 
+test("berth gc removes the bytes of blobs nothing holds from the bucket, and --full finds strays", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "berth-s3-" });
+  const prefix = `gc-${crypto.randomUUID()}`;
+  const args = ["--data", dir, ...berthArgs(prefix)];
+  const store = await openStore({ prefix: `${prefix}/` });
+  const kept = bytesOf(6 * MiB, 120);
+  const dropped = bytesOf(6 * MiB, 121);
+  {
+    await using reg = await spawnRegistry(args);
+    const config = new TextEncoder().encode('{"architecture":"amd64","os":"linux"}');
+    for (const [repo, bytes] of [["keep", kept], ["keep", config], ["drop", dropped]] as const) {
+      const res = await fetch(`${reg.url}/v2/${repo}/blobs/uploads/?digest=${digestOf(bytes)}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/octet-stream" },
+        body: bytes,
+      });
+      await res.body?.cancel();
+      assert.equal(res.status, 201);
+    }
+    const manifest = await fetch(`${reg.url}/v2/keep/manifests/v1`, {
+      method: "PUT",
+      headers: { "Content-Type": "application/vnd.oci.image.manifest.v1+json" },
+      body: JSON.stringify({
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        config: {
+          mediaType: "application/vnd.oci.image.config.v1+json",
+          digest: digestOf(config),
+          size: config.length,
+        },
+        layers: [{
+          mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
+          digest: digestOf(kept),
+          size: kept.length,
+        }],
+      }),
+    });
+    await manifest.body?.cancel();
+    assert.equal(manifest.status, 201);
+    const del = await fetch(`${reg.url}/v2/drop/blobs/${digestOf(dropped)}`, { method: "DELETE" });
+    await del.body?.cancel();
+    assert.equal(del.status, 202);
+    await reg.stop();
+  }
+  // Bytes no record knows of (a push killed before its link commit).
+  const stray = bytesOf(1000, 122);
+  await store.putBytes(digestOf(stray), stray);
+  for (let pass = 0; pass < 2; pass++) {
+    const gc = await runMain(["gc", ...args, "--grace", "0", "--full"]);
+    assert.equal(gc.code, 0, gc.stderr);
+  }
+  assert.equal(await store.stat(digestOf(dropped)), null);
+  assert.equal(await store.stat(digestOf(stray)), null);
+  assert.equal((await store.stat(digestOf(kept)))?.size, kept.length);
+  assert.deepEqual((await leftovers(store)).uploads, []);
+  await Deno.remove(dir, { recursive: true });
+});
+
 test("a missing bucket or refused credentials stop start-up with one clear line (exit 2)", async () => {
   const dir = await Deno.makeTempDir({ prefix: "berth-s3-" });
   const base = ["serve", "--listen", "127.0.0.1:0", "--data", dir, "--s3-endpoint", ceph!.endpoint];
