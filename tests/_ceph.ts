@@ -170,12 +170,20 @@ rgw data = ${dir}/rgw
     ]);
     await run(dir, "ceph-mon", ["-c", conf, "--mkfs", "-i", "a", "--monmap", "monmap"]);
     daemon("ceph-mon", ["-i", "a"]);
-    await run(dir, "ceph", ["-c", conf, "--connect-timeout", "20", "osd", "create"]);
+    // The monitor may take a while on a loaded machine: try again rather than fail.
+    for (let attempt = 1;; attempt++) {
+      try {
+        await run(dir, "ceph", ["-c", conf, "--connect-timeout", "30", "osd", "create"]);
+        break;
+      } catch (error) {
+        if (attempt >= 4) throw error;
+      }
+    }
     await run(dir, "ceph-osd", ["-c", conf, "-i", "0", "--mkfs"]);
     daemon("ceph-osd", ["-i", "0"]);
     daemon("radosgw", ["-n", "client.rgw.a"]);
     const endpoint = `http://127.0.0.1:${rgwPort}`;
-    const deadline = Date.now() + 60_000;
+    const deadline = Date.now() + 120_000;
     for (;;) {
       try {
         const response = await fetch(endpoint);

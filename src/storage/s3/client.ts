@@ -139,7 +139,14 @@ export class S3Client {
           headers,
           ...(call.body ? { body: call.body as Uint8Array<ArrayBuffer> } : {}),
         });
-        response = await fetch(request, { signal: AbortSignal.timeout(ANSWER_TIMEOUT_MS) });
+        // Bounds the wait for the answer's headers only: a body may stream for longer.
+        const abort = new AbortController();
+        const timer = setTimeout(() => abort.abort(new Error("no answer")), ANSWER_TIMEOUT_MS);
+        try {
+          response = await fetch(request, { signal: abort.signal });
+        } finally {
+          clearTimeout(timer);
+        }
       } catch (error) {
         last = `${call.method} failed: ${(error as Error).message}`;
         if (attempt < retries) continue;
