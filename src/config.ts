@@ -7,6 +7,7 @@
  */
 import { parseArgs } from "node:util";
 import { parseRetention, type RetentionPolicy } from "./gc/retention.ts";
+import { parseS3Location } from "./storage/s3/settings.ts";
 
 /** Everything Berth can be told. */
 export interface Config {
@@ -14,8 +15,19 @@ export interface Config {
   data: string;
   /** KV location: a file path, a URL (KV Connect) or `:memory:`; "" means `<data>/meta.kv`. */
   kv: string;
-  /** Where blob bytes live: `file:PATH` (a directory); "" means the filesystem store in `<data>`. */
+  /** Where blob bytes live: `file:PATH` (a directory) or `s3://BUCKET[/PREFIX]`; "" means the filesystem store in `<data>`. */
   blobs: string;
+  /** S3 service URL; "" means AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS's for the region. */
+  s3Endpoint: string;
+  /** S3 region; "" means AWS_REGION, AWS_DEFAULT_REGION, else us-east-1. */
+  s3Region: string;
+  /** S3 URL style; auto is path-style with a custom endpoint, else virtual-host. */
+  s3Addressing: "auto" | "path" | "virtual";
+  /** S3 credentials; "" means AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. */
+  s3AccessKeyId: string;
+  s3SecretAccessKey: string;
+  /** Blob GETs answer 307 to a presigned S3 URL valid this long; 0 serves the bytes. */
+  s3RedirectMs: number;
   maxManifestBytes: number;
   uploadTtlMs: number;
   /** How often the server collects garbage; 0: never (run `berth gc`). */
@@ -140,7 +152,8 @@ type DurationField =
   | "bodyTimeoutMs"
   | "idleTimeoutMs"
   | "shutdownTimeoutMs"
-  | "tokenTtlMs";
+  | "tokenTtlMs"
+  | "s3RedirectMs";
 type PathField = "htpasswd" | "policy" | "tokenKey" | "tokenPublicKeys" | "tlsCert" | "tlsKey";
 type IntField = "maxUploadsPerRepo" | "maxUploads" | "tagsPageMax" | "maxConnections";
 
@@ -253,17 +266,89 @@ export const OPTIONS: OptionSpec[] = [
     kind: "string",
     default: "",
     help:
-      "Where blob bytes live: a directory, or file:DIR (default: the filesystem store in <data>)",
-    allowed: "a directory path or file:DIR",
+      "Where blob bytes live: a directory, file:DIR, or s3://BUCKET[/PREFIX] (default: the filesystem store in <data>)",
+    allowed: "a directory path, file:DIR or s3://BUCKET[/PREFIX]",
     apply(config, value) {
-      // Other backends add their scheme here and in src/storage/open.ts.
+      // Each backend's scheme is checked here and opened in src/storage/open.ts.
       const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(value)?.[1];
-      if ((scheme !== undefined && scheme !== "file") || value.trim() === "file:") {
-        throw bad("blobs", value, this.allowed);
-      }
+      const valid = scheme === undefined ||
+        (scheme === "file" && value.trim() !== "file:") ||
+        (scheme === "s3" && parseS3Location(value) !== null);
+      if (!valid) throw bad("blobs", value, this.allowed);
       config.blobs = value;
     },
   },
+  {
+    flag: "s3-endpoint",
+    kind: "string",
+    default: "",
+    help:
+      "S3 service URL for --blobs s3://… (default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS's for the region)",
+    allowed: "an http(s) URL",
+    apply(config, value) {
+      if (value !== "" && !/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/.test(value)) {
+        throw bad("s3-endpoint", value, this.allowed);
+      }
+      config.s3Endpoint = value.replace(/\/+$/, "");
+    },
+  },
+  {
+    flag: "s3-region",
+    kind: "string",
+    default: "",
+    help:
+      "S3 region, signed into every request (default AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)",
+    allowed: "a region name such as eu-west-1",
+    apply(config, value) {
+      if (value !== "" && !/^[a-z0-9-]{1,64}$/.test(value)) {
+        throw bad("s3-region", value, this.allowed);
+      }
+      config.s3Region = value;
+    },
+  },
+  {
+    flag: "s3-addressing",
+    kind: "string",
+    default: "auto",
+    help:
+      "S3 URL style: path (endpoint/bucket/key) or virtual (bucket.endpoint/key); auto is path with a custom endpoint",
+    allowed: "auto, path or virtual",
+    apply(config, value) {
+      if (!["auto", "path", "virtual"].includes(value)) {
+        throw bad("s3-addressing", value, this.allowed);
+      }
+      config.s3Addressing = value as Config["s3Addressing"];
+    },
+  },
+  {
+    flag: "s3-access-key-id",
+    kind: "string",
+    default: "",
+    help: "S3 access key id (default AWS_ACCESS_KEY_ID)",
+    allowed: "an access key id",
+    apply(config, value) {
+      config.s3AccessKeyId = value;
+    },
+  },
+  {
+    flag: "s3-secret-access-key",
+    kind: "string",
+    default: "",
+    help: "S3 secret key (default AWS_SECRET_ACCESS_KEY; prefer the environment: flags show in ps)",
+    allowed: "a secret key",
+    apply(config, value) {
+      // Never echoed back: S3 says at start-up whether it works.
+      config.s3SecretAccessKey = value;
+    },
+  },
+  durationOption("s3-redirect", "s3RedirectMs", {
+    default: "0",
+    help:
+      "With S3: blob GETs answer 307 to a presigned URL valid this long (0: Berth serves the bytes)",
+    max: "7d",
+    examples: "1m or 15m",
+    zeroTurnsOff: true,
+  }),
   {
     flag: "max-manifest-bytes",
     kind: "string",

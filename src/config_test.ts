@@ -44,6 +44,12 @@ const DEFAULTS: Config = {
   data: "./data",
   kv: "",
   blobs: "",
+  s3Endpoint: "",
+  s3Region: "",
+  s3Addressing: "auto",
+  s3AccessKeyId: "",
+  s3SecretAccessKey: "",
+  s3RedirectMs: 0,
   maxManifestBytes: 4 * 1024 * 1024,
   uploadTtlMs: 24 * 3600 * 1000,
   gcIntervalMs: 3600_000,
@@ -105,6 +111,18 @@ Deno.test("parseCli() reads every option from flags", () => {
       ":memory:",
       "--blobs",
       "/srv/blobs",
+      "--s3-endpoint",
+      "https://s3.example",
+      "--s3-region",
+      "eu-west-2",
+      "--s3-addressing",
+      "path",
+      "--s3-access-key-id",
+      "AKID",
+      "--s3-secret-access-key",
+      "SECRET",
+      "--s3-redirect",
+      "1m",
       "--max-manifest-bytes",
       "8MiB",
       "--upload-ttl",
@@ -164,6 +182,12 @@ Deno.test("parseCli() reads every option from flags", () => {
     data: "/var/lib/berth",
     kv: ":memory:",
     blobs: "/srv/blobs",
+    s3Endpoint: "https://s3.example",
+    s3Region: "eu-west-2",
+    s3Addressing: "path",
+    s3AccessKeyId: "AKID",
+    s3SecretAccessKey: "SECRET",
+    s3RedirectMs: 60_000,
     maxManifestBytes: 8 * 1024 * 1024,
     uploadTtlMs: 15 * 60 * 1000,
     gcIntervalMs: 600_000,
@@ -202,6 +226,12 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     BERTH_DATA: "/d",
     BERTH_KV: "https://kv.example/db",
     BERTH_BLOBS: "file:/b",
+    BERTH_S3_ENDPOINT: "http://minio:9000",
+    BERTH_S3_REGION: "auto",
+    BERTH_S3_ADDRESSING: "virtual",
+    BERTH_S3_ACCESS_KEY_ID: "id",
+    BERTH_S3_SECRET_ACCESS_KEY: "secret",
+    BERTH_S3_REDIRECT: "0",
     BERTH_MAX_MANIFEST_BYTES: "1048576",
     BERTH_UPLOAD_TTL: "2h",
     BERTH_GC_INTERVAL: "0",
@@ -228,6 +258,12 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     data: "/d",
     kv: "https://kv.example/db",
     blobs: "file:/b",
+    s3Endpoint: "http://minio:9000",
+    s3Region: "auto",
+    s3Addressing: "virtual",
+    s3AccessKeyId: "id",
+    s3SecretAccessKey: "secret",
+    s3RedirectMs: 0,
     maxManifestBytes: 1048576,
     uploadTtlMs: 2 * 3600 * 1000,
     gcIntervalMs: 0,
@@ -266,6 +302,12 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     data: "/srv",
     kv: "/srv/meta.kv",
     "max-manifest-bytes": 2048,
+    "s3-endpoint": "https://storage.example",
+    "s3-region": "us-west-1",
+    "s3-addressing": "auto",
+    "s3-access-key-id": "k",
+    "s3-secret-access-key": "s",
+    "s3-redirect": "15m",
     "upload-ttl": "7d",
     "gc-interval": "1d",
     "gc-grace": "2h",
@@ -290,6 +332,12 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     data: "/srv",
     kv: "/srv/meta.kv",
     blobs: "",
+    s3Endpoint: "https://storage.example",
+    s3Region: "us-west-1",
+    s3Addressing: "auto",
+    s3AccessKeyId: "k",
+    s3SecretAccessKey: "s",
+    s3RedirectMs: 900_000,
     maxManifestBytes: 2048,
     uploadTtlMs: 7 * 86400 * 1000,
     gcIntervalMs: 86400_000,
@@ -451,9 +499,16 @@ const BAD_VALUES: Record<string, { values: string[]; allowed: RegExp }> = {
     allowed: /0, or a duration from 1s to 1d/,
   },
   blobs: {
-    values: ["s3x://bucket", "ftp://h/x", "file:"],
-    allowed: /a directory path or file:DIR/,
+    values: ["s3x://bucket", "ftp://h/x", "file:", "s3://", "s3://B", "s3://b/../x", "s3://bk/a b"],
+    allowed: /a directory path, file:DIR or s3:\/\/BUCKET\[\/PREFIX\]/,
   },
+  "s3-endpoint": { values: ["ftp://x", "localhost:9000", "http://"], allowed: /an http\(s\) URL/ },
+  "s3-region": { values: ["EU West", "a/b"], allowed: /a region name/ },
+  "s3-addressing": { values: ["both", ""], allowed: /auto, path or virtual/ },
+  "s3-redirect": { values: ["500ms", "8d", "x"], allowed: /0, or a duration from 1s to 7d/ },
+  // Anything goes: S3 tells at start-up whether the credentials work.
+  "s3-access-key-id": { values: [], allowed: /./ },
+  "s3-secret-access-key": { values: [], allowed: /./ },
   kv: {
     values: ["ftp://x/db", "redis://h:1", "HTTPS://kv.example/db"],
     allowed: /a path, an http\(s\) URL or :memory:/,
@@ -613,6 +668,12 @@ Deno.test("helpText() lists every option with its env variable and default", () 
     "no-auto-mount",
     "no-delete",
     "policy",
+    "s3-access-key-id",
+    "s3-addressing",
+    "s3-endpoint",
+    "s3-redirect",
+    "s3-region",
+    "s3-secret-access-key",
     "shutdown-timeout",
     "tags-page-max",
     "tls-cert",
@@ -653,6 +714,19 @@ Deno.test("parseCli() says when a bad value came from the environment or the con
   } catch (error) {
     assert.match((error as Error).message, /--max-uploads.*\(from --config "\/c\.json"\)/);
   }
+});
+
+Deno.test("parseCli() takes --blobs s3://BUCKET[/PREFIX] and the --s3-* options", () => {
+  const { config } = parseCli(
+    ["--blobs", "s3://my-bucket/berth/one", "--s3-endpoint", "http://127.0.0.1:9000/"],
+    { BERTH_S3_REGION: "eu-west-1", BERTH_S3_REDIRECT: "5m", BERTH_S3_ADDRESSING: "virtual" },
+    noFiles,
+  );
+  assert.equal(config.blobs, "s3://my-bucket/berth/one");
+  assert.equal(config.s3Endpoint, "http://127.0.0.1:9000");
+  assert.equal(config.s3Region, "eu-west-1");
+  assert.equal(config.s3Addressing, "virtual");
+  assert.equal(config.s3RedirectMs, 300_000);
 });
 
 Deno.test("parseCli() takes --blobs as a directory or file:DIR, and refuses other schemes", () => {

@@ -1,29 +1,102 @@
 /**
  * The shared blob store suite (`_blob_store_suite.ts`) against every backend
  * Berth can be configured with, each opened the way `--blobs` opens it. A new
- * backend adds a row to `BACKENDS`.
+ * backend adds a row to `BACKENDS`. The S3 rows run against a throw-away
+ * Ceph RADOS Gateway started once for this file (skipped without Ceph).
  *
  * @module
  */
 import { openBlobStore } from "../src/storage/open.ts";
 import { blobStoreSuite } from "./_blob_store_suite.ts";
+import { cephForFile } from "./_ceph.ts";
 import { FaultyStore } from "./_faulty_store.ts";
 import { FsBlobStore } from "../src/storage/fs_blob_store.ts";
 
-const BACKENDS: { name: string; blobs: (dir: string) => string }[] = [
-  { name: "filesystem (--blobs DIR)", blobs: (dir) => dir },
-  { name: "filesystem (--blobs file:DIR)", blobs: (dir) => `file:${dir}` },
+const ceph = await cephForFile();
+
+const BACKENDS: {
+  name: string;
+  /** The store's `--blobs`, its other options and environment, and how to throw it away. */
+  open: () => Promise<{
+    blobs: string;
+    config?: Record<string, string>;
+    env?: Record<string, string>;
+    dispose: () => Promise<void>;
+  }>;
+  ignore?: boolean;
+}[] = [
+  {
+    name: "filesystem (--blobs DIR)",
+    async open() {
+      const dir = await Deno.makeTempDir({ prefix: "berth-store-" });
+      return { blobs: dir, dispose: () => Deno.remove(dir, { recursive: true }) };
+    },
+  },
+  {
+    name: "filesystem (--blobs file:DIR)",
+    async open() {
+      const dir = await Deno.makeTempDir({ prefix: "berth-store-" });
+      return { blobs: `file:${dir}`, dispose: () => Deno.remove(dir, { recursive: true }) };
+    },
+  },
+  {
+    // A bucket of its own, the endpoint and credentials from the AWS variables.
+    name: "S3 on Ceph RGW (--blobs s3://BUCKET, AWS_* variables)",
+    ignore: !ceph,
+    async open() {
+      const bucket = `suite-${crypto.randomUUID().slice(0, 13)}`;
+      await ceph!.createBucket(bucket);
+      return {
+        blobs: `s3://${bucket}`,
+        env: {
+          AWS_ENDPOINT_URL_S3: ceph!.endpoint,
+          AWS_REGION: ceph!.region,
+          AWS_ACCESS_KEY_ID: ceph!.accessKey,
+          AWS_SECRET_ACCESS_KEY: ceph!.secretKey,
+        },
+        dispose: () => Promise.resolve(),
+      };
+    },
+  },
+  {
+    // A prefix of a shared bucket, everything from the --s3-* options.
+    name: "S3 on Ceph RGW (--blobs s3://BUCKET/PREFIX, --s3-* options)",
+    ignore: !ceph,
+    async open() {
+      await sharedBucket;
+      return {
+        blobs: `s3://suite-shared/berth/${crypto.randomUUID()}`,
+        config: {
+          s3Endpoint: ceph!.endpoint,
+          s3Region: ceph!.region,
+          s3AccessKeyId: ceph!.accessKey,
+          s3SecretAccessKey: ceph!.secretKey,
+        },
+        dispose: () => Promise.resolve(),
+      };
+    },
+  },
 ];
 
+const sharedBucket = ceph ? ceph.createBucket("suite-shared") : Promise.resolve();
+
 for (const backend of BACKENDS) {
+  if (backend.ignore) {
+    Deno.test({
+      name: `${backend.name}: needs Ceph (ceph-mon, ceph-osd, radosgw)`,
+      ignore: true,
+      fn() {},
+    });
+    continue;
+  }
   blobStoreSuite(backend.name, async () => {
-    const dir = await Deno.makeTempDir({ prefix: "berth-store-" });
-    const store = await openBlobStore({ blobs: backend.blobs(dir), data: "/nonexistent" });
+    const { blobs, config = {}, env = {}, dispose } = await backend.open();
+    const store = await openBlobStore({ blobs, data: "/nonexistent", ...config }, env);
     return {
       store,
       async [Symbol.asyncDispose]() {
         await store.close();
-        await Deno.remove(dir, { recursive: true });
+        await dispose();
       },
     };
   });
@@ -39,4 +112,12 @@ blobStoreSuite("fault-injecting wrapper, no faults", async () => {
       await Deno.remove(dir, { recursive: true });
     },
   };
+});
+
+Deno.test({
+  name: "the throw-away Ceph cluster stops: radosgw, then the OSD, then the monitor",
+  ignore: !ceph,
+  async fn() {
+    await ceph!.stop();
+  },
 });

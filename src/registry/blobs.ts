@@ -42,6 +42,17 @@ export class Blobs {
     return { size: link.size };
   }
 
+  /**
+   * Where a client may GET a blob of `name` straight from the blob store (a
+   * presigned URL), or null when the store serves bytes only through Berth.
+   */
+  async redirect(name: string, digest: Digest): Promise<string | null> {
+    const { meta, blobs } = this.#ctx;
+    if (!blobs.presign) return null;
+    await meta.getBlobLink(name, digest) ?? await blobUnknown(meta, name, digest);
+    return await blobs.presign(digest);
+  }
+
   /** Opens a blob of `name`, whole or the range `rangeHeader` asks for (416 when unsatisfiable). */
   async open(name: string, digest: Digest, rangeHeader: string | null): Promise<OpenedBlob> {
     const { meta, blobs } = this.#ctx;

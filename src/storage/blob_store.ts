@@ -67,12 +67,22 @@ export interface BlobStore {
   delete(digest: Digest): Promise<boolean>;
   /** Every stored digest (fsck, GC). */
   list(): AsyncIterable<Digest>;
+  /**
+   * A short-lived URL a client may GET the blob's bytes from directly (blob
+   * GETs then answer 307 to it). Only stores configured to redirect have it.
+   */
+  presign?(digest: Digest): Promise<string>;
   /** Releases what the store holds open. */
   close(): Promise<void>;
 }
 
 /** Upload sessions: each chunk is written as its own part, then assembled. */
 export interface UploadStore {
+  /**
+   * The smallest chunk this store assembles without copying it through
+   * Berth (a session's `OCI-Chunk-Min-Length`); smaller ones still work.
+   */
+  readonly minChunkBytes?: number;
   /**
    * Writes `body` as a new, durable part of session `uploadId`, hashing it
    * with `algorithm` (and with `alsoHash` when given). Throws `TooLargeError`

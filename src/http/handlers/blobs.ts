@@ -24,6 +24,13 @@ export function blobRoutes({ registry }: HandlerDeps): Route[] {
     }),
     route("blob.get", `GET ${path}`, async ({ req }, p) => {
       const { name, digest } = parseParams(p);
+      const location = await registry.blobs.redirect(name, digest);
+      if (location) {
+        return new Response(null, {
+          status: 307,
+          headers: { Location: location, "Docker-Content-Digest": digest },
+        });
+      }
       const blob = await registry.blobs.open(name, digest, req.headers.get("Range"));
       const { range } = blob;
       if (!range) return new Response(blob.stream, { headers: blobHeaders(digest, blob.size) });
