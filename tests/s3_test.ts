@@ -27,11 +27,11 @@ import { runMain, spawnRegistry } from "./_registry.ts";
 
 const ceph = await cephForFile();
 const BUCKET = "berth-s3-test";
-if (ceph) await ceph.createBucket(BUCKET);
+await ceph.createBucket(BUCKET);
 const MiB = 1024 * 1024;
 
 function test(name: string, fn: () => Promise<void>) {
-  Deno.test({ name, ignore: !ceph, fn });
+  Deno.test({ name, fn });
 }
 
 /** A store on a fresh prefix of the test bucket, through `endpoint` (radosgw by default). */
@@ -39,29 +39,29 @@ function openStore(
   options: { endpoint?: string; prefix?: string; retries?: number; redirectMs?: number } = {},
 ) {
   return S3BlobStore.open({
-    endpoint: options.endpoint ?? ceph!.endpoint,
-    region: ceph!.region,
+    endpoint: options.endpoint ?? ceph.endpoint,
+    region: ceph.region,
     bucket: BUCKET,
     prefix: options.prefix ?? `t/${crypto.randomUUID()}/`,
     pathStyle: true,
-    accessKeyId: ceph!.accessKey,
-    secretAccessKey: ceph!.secretKey,
+    accessKeyId: ceph.accessKey,
+    secretAccessKey: ceph.secretKey,
     retryBaseMs: 20,
     ...(options.retries === undefined ? {} : { retries: options.retries }),
   });
 }
 
 /** Berth's options for the test bucket under `prefix`, through `endpoint`. */
-function berthArgs(prefix: string, endpoint = ceph!.endpoint): string[] {
+function berthArgs(prefix: string, endpoint = ceph.endpoint): string[] {
   return [
     "--blobs",
     `s3://${BUCKET}/${prefix}`,
     "--s3-endpoint",
     endpoint,
     "--s3-access-key-id",
-    ceph!.accessKey,
+    ceph.accessKey,
     "--s3-secret-access-key",
-    ceph!.secretKey,
+    ceph.secretKey,
   ];
 }
 
@@ -314,7 +314,7 @@ function faultProxy(target: number) {
 }
 
 function rgwPort(): number {
-  return Number(new URL(ceph!.endpoint).port);
+  return Number(new URL(ceph.endpoint).port);
 }
 
 test("a server that answers 503 or cuts connections a few times is retried: the blob is stored", async () => {
@@ -543,7 +543,7 @@ test("blob GETs answer 307 to a presigned URL that curl -L and skopeo follow", a
   await get.body?.cancel();
   assert.equal(get.status, 307);
   const location = get.headers.get("Location")!;
-  assert.ok(location.startsWith(ceph!.endpoint), location);
+  assert.ok(location.startsWith(ceph.endpoint), location);
   assert.match(location, /X-Amz-Signature=/);
   // An unknown blob is still a 404 from Berth.
   const unknown = await fetch(`${reg.url}/v2/app/blobs/${digestOf("nothing")}`, {
@@ -699,20 +699,20 @@ test("berth gc removes the bytes of blobs nothing holds from the bucket, and --f
 
 test("a missing bucket or refused credentials stop start-up with one clear line (exit 2)", async () => {
   const dir = await Deno.makeTempDir({ prefix: "berth-s3-" });
-  const base = ["serve", "--listen", "127.0.0.1:0", "--data", dir, "--s3-endpoint", ceph!.endpoint];
+  const base = ["serve", "--listen", "127.0.0.1:0", "--data", dir, "--s3-endpoint", ceph.endpoint];
   const missing = await runMain([
     ...base,
     "--blobs",
     "s3://no-such-bucket-here",
     "--s3-access-key-id",
-    ceph!.accessKey,
+    ceph.accessKey,
     "--s3-secret-access-key",
-    ceph!.secretKey,
+    ceph.secretKey,
   ]);
   assert.equal(missing.code, 2);
   assert.equal(missing.stderr.trim().split("\n").length, 1, missing.stderr);
   assert.match(missing.stderr, /^berth: .*S3 bucket "no-such-bucket-here" does not exist/);
-  for (const [id, secret] of [[ceph!.accessKey, "wrong"], ["NOSUCHKEY", ceph!.secretKey]]) {
+  for (const [id, secret] of [[ceph.accessKey, "wrong"], ["NOSUCHKEY", ceph.secretKey]]) {
     const refused = await runMain([
       ...base,
       "--blobs",
@@ -732,8 +732,7 @@ test("a missing bucket or refused credentials stop start-up with one clear line 
 
 Deno.test({
   name: "the throw-away Ceph cluster stops: radosgw, then the OSD, then the monitor",
-  ignore: !ceph,
   async fn() {
-    await ceph!.stop();
+    await ceph.stop();
   },
 });
