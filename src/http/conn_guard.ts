@@ -136,8 +136,8 @@ interface Inner {
   ended: boolean;
 }
 
-/** A file the guard writes to the client after the headers of the response naming `nonce`. */
-interface HandOff {
+/** A file the guard writes to the client after the headers of the response naming it. */
+export interface HandOff {
   file: Deno.FsFile;
   start: number;
   length: number;
@@ -202,6 +202,8 @@ const HEADER_END = new TextEncoder().encode("\r\n\r\n");
 const MAX_HELD_HEADER_BYTES = 64 * 1024;
 /** The connection a request came on, for {@linkcode handOffFile}. */
 const requestConnections = new WeakMap<Request, Connection>();
+/** The nonce of a request's hand-off, until its handler has returned. */
+const requestHandOffs = new WeakMap<Request, string>();
 /** Relay buffers kept for reuse: a fresh 256 KiB per direction per connection costs. */
 const SPARE_BUFFERS = 64;
 const spareBuffers: Uint8Array[] = [];
@@ -361,7 +363,10 @@ export function handOffFile(
     throw new Error("This request's connection cannot take a file body");
   }
   const nonce = crypto.randomUUID();
+  const previous = requestHandOffs.get(req);
+  if (previous !== undefined) dropHandOff(conn, previous);
   conn.handOffs.set(nonce, body);
+  requestHandOffs.set(req, nonce);
   const headers = new Headers(init.headers);
   headers.delete("content-length");
   headers.set(HAND_OFF_HEADER, nonce);
@@ -409,42 +414,66 @@ async function sendFile(conn: Connection, to: Deno.Conn, handOff: HandOff): Prom
   }
 }
 
+/** Where the server-to-client side of a connection stands with hand-offs. */
+export interface DownState {
+  /** Files handed to the guard whose response headers have not been relayed yet, by nonce. */
+  handOffs: Map<string, HandOff>;
+  /** Bytes from the server held back: they may begin a hand-off marker. */
+  heldDown: Uint8Array | null;
+}
+
+/** How many of the last bytes of `data` could begin the marker (a proper prefix of it). */
+function markerPrefixAtEnd(data: Uint8Array, from: number): number {
+  for (let k = Math.min(HAND_OFF_MARKER.length - 1, data.length - from); k > 0; k--) {
+    let j = 0;
+    while (j < k && data[data.length - k + j] === HAND_OFF_MARKER[j]) j++;
+    if (j === k) return k;
+  }
+  return 0;
+}
+
 /**
- * Relays bytes from the server while files are handed off: each marked
- * response's headers get their real length and are followed by the file.
- * Throws (and the connection is closed) when the headers are not as Deno
- * writes them.
+ * Relays `bytes` from the server through `write` while files are handed
+ * off: each marked response's headers lose the marker and get the real
+ * length, and `send` writes the file after them. Bytes that may begin a
+ * marker are held back until the next call (a marked response is always on
+ * its way then). Throws, and the connection is closed, when the headers are
+ * not as Deno writes them.
  */
-async function relayDown(conn: Connection, to: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let data = conn.heldDown ? concat(conn.heldDown, bytes) : bytes;
-  conn.heldDown = null;
+export async function relayDown(
+  state: DownState,
+  bytes: Uint8Array,
+  write: (bytes: Uint8Array) => Promise<void>,
+  send: (handOff: HandOff) => Promise<void>,
+): Promise<void> {
+  let data = state.heldDown ? concat(state.heldDown, bytes) : bytes;
+  state.heldDown = null;
   let from = 0;
-  while (conn.handOffs.size > 0) {
+  while (state.handOffs.size > 0) {
     const at = indexOf(data, HAND_OFF_MARKER, from);
     if (at === -1) {
-      // The marker may begin in the last bytes: hold them back.
-      const keep = Math.max(from, data.length - HAND_OFF_MARKER.length + 1);
-      await writeAll(to, data.subarray(0, keep));
-      conn.heldDown = data.slice(keep);
+      const keep = data.length - markerPrefixAtEnd(data, from);
+      await write(data.subarray(0, keep));
+      if (keep < data.length) state.heldDown = data.slice(keep);
       return;
     }
     const end = indexOf(data, HEADER_END, at);
     if (end === -1) {
       if (data.length - at > MAX_HELD_HEADER_BYTES) throw new Error("Headers too long");
-      await writeAll(to, data.subarray(0, at));
-      conn.heldDown = data.slice(at);
+      await write(data.subarray(0, at));
+      state.heldDown = data.slice(at);
       return;
     }
     // From the marker's CRLF to the blank line: the marker line, then the rest of the headers.
     const lines = latin1.decode(data.subarray(at + 2, end)).split("\r\n");
     const nonce = lines[0]!.slice(HAND_OFF_HEADER.length + 2);
-    const handOff = conn.handOffs.get(nonce);
+    const handOff = state.handOffs.get(nonce);
     if (!handOff) {
-      // Not one this connection waits for (a body can carry anything): relay it as it is.
+      // Not one this connection waits for (a body can carry anything): relayed as it is.
       from = at + HAND_OFF_MARKER.length;
       continue;
     }
-    conn.handOffs.delete(nonce);
+    state.handOffs.delete(nonce);
     const rest = lines.slice(1);
     const lengthLine = rest.findIndex((line) => /^content-length:/i.test(line));
     if (lengthLine === -1 || rest[lengthLine]!.toLowerCase() !== "content-length: 0") {
@@ -452,13 +481,21 @@ async function relayDown(conn: Connection, to: Deno.Conn, bytes: Uint8Array): Pr
       throw new Error("Unexpected headers for a handed-off body");
     }
     rest[lengthLine] = `content-length: ${handOff.length}`;
-    await writeAll(to, data.subarray(0, at));
-    await writeAll(to, encodeLatin1(`\r\n${rest.join("\r\n")}\r\n\r\n`));
-    await sendFile(conn, to, handOff);
+    await write(data.subarray(0, at));
+    await write(encodeLatin1(`\r\n${rest.join("\r\n")}\r\n\r\n`));
+    await send(handOff);
     data = data.subarray(end + HEADER_END.length);
     from = 0;
   }
-  await writeAll(to, data);
+  await write(data);
+}
+
+/** Drops the hand-off `nonce` of `conn` (its response was not the marked one). */
+function dropHandOff(conn: Connection, nonce: string): void {
+  const handOff = conn.handOffs.get(nonce);
+  if (!handOff) return;
+  conn.handOffs.delete(nonce);
+  closeQuietly(handOff.file);
 }
 
 async function relay(
@@ -480,7 +517,12 @@ async function relay(
         else if (conn.inFlight === 0 && conn.waitingSince === 0) conn.waitingSince = now;
       }
       if (direction === "down" && (conn.handOffs.size > 0 || conn.heldDown)) {
-        await relayDown(conn, to, bytes);
+        await relayDown(
+          conn,
+          bytes,
+          (bytes) => writeAll(to, bytes),
+          (handOff) => sendFile(conn, to, handOff),
+        );
       } else await writeAll(to, bytes);
     }
     if (conn.heldDown) await writeAll(to, conn.heldDown);
@@ -558,14 +600,20 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
         conn.inFlight++;
         conn.waitingSince = 0;
         requestConnections.set(req, conn);
+        let response: Response | undefined;
         try {
-          return await handler(req, {
+          return response = await handler(req, {
             remoteAddr: conn.front.remoteAddr,
             get completed() {
               return info.completed;
             },
           });
         } finally {
+          // A hand-off whose marked response is not the answer never sees its headers.
+          const nonce = requestHandOffs.get(req);
+          if (nonce !== undefined && response?.headers.get(HAND_OFF_HEADER) !== nonce) {
+            dropHandOff(conn, nonce);
+          }
           conn.inFlight--;
           conn.lastActive = Date.now();
         }
