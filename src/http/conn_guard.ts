@@ -414,9 +414,12 @@ async function sendFile(conn: Connection, to: Deno.Conn, handOff: HandOff): Prom
     for (let left = length; left > 0;) {
       const n = await file.read(left < buffer.length ? buffer.subarray(0, left) : buffer);
       if (n === null) throw new Error("File ended early");
-      await writeAll(to, buffer.subarray(0, n));
+      // Every write counts as traffic: a slow reader is not idle.
+      for (let written = 0; written < n;) {
+        written += await to.write(buffer.subarray(written, n));
+        conn.lastActive = conn.lastServer = Date.now();
+      }
       left -= n;
-      conn.lastActive = conn.lastServer = Date.now();
     }
   } finally {
     closeQuietly(file);
