@@ -56,8 +56,21 @@
  * middle of a header block. A request is in flight from the moment its handler
  * is called, whichever stream of a multiplexed connection it comes on.
  *
- * The relay costs some throughput (see the README's benchmarks); `--idle-timeout 0`
- * serves directly instead.
+ * File bodies skip the relay. Relaying a blob download costs two more copies
+ * of every byte and a loopback hop on top of the internal server's own, so on
+ * a cleartext HTTP/1 connection a handler may hand the file to the guard
+ * ({@linkcode handOffFile}): it answers with the headers only, marked with a
+ * header carrying a random nonce, and the guard, when it meets that marker in
+ * the bytes it relays, drops it, puts the real `content-length` in place of
+ * Deno's `content-length: 0`, and writes the file to the client itself after
+ * the headers, before relaying anything further from the internal server (an
+ * HTTP/1 server answers requests in order). A body cannot forge the marker:
+ * the nonce is made after every byte before it was written, and one the
+ * connection is not waiting for is relayed as it is. Over TLS or HTTP/2 the
+ * guard cannot see headers, and the handler streams the body as before.
+ *
+ * The relay costs some small-request rate (see the README's benchmarks);
+ * `--idle-timeout 0` serves directly instead.
  *
  * @module
  */
@@ -123,8 +136,17 @@ interface Inner {
   ended: boolean;
 }
 
+/** A file the guard writes to the client after the headers of the response naming it. */
+export interface HandOff {
+  file: Deno.FsFile;
+  start: number;
+  length: number;
+}
+
 interface Connection {
   front: Deno.TcpConn;
+  /** Whether it is TLS (the guard cannot see inside). */
+  tls: boolean;
   back?: Deno.TcpConn;
   inner: Inner;
   /** Removes the back connection's port from its internal server's map. */
@@ -149,6 +171,10 @@ interface Connection {
   /** Over the cap: its requests get 503 and it is closed once quiet. */
   refused: boolean;
   closed: boolean;
+  /** Files handed to the guard whose response headers have not been relayed yet, by nonce. */
+  handOffs: Map<string, HandOff>;
+  /** Bytes from the server held back while looking for a hand-off marker that may straddle reads. */
+  heldDown: Uint8Array | null;
 }
 
 /**
@@ -168,6 +194,21 @@ const BACKOFF_MAX_MS = 1000;
 const ORPHAN_QUIET_MS = 1000;
 const REPORT_INTERVAL_MS = 1000;
 const RELAY_BUFFER_BYTES = 256 * 1024;
+/** Size of the reads of a handed-off file (see `sendFile`). */
+const FILE_BUFFER_BYTES = 1024 * 1024;
+/** File buffers kept for reuse. */
+const SPARE_FILE_BUFFERS = 16;
+const spareFileBuffers: Uint8Array[] = [];
+/** The header that marks a response whose body the guard writes (its value is the nonce). */
+const HAND_OFF_HEADER = "berth-guard-body";
+const HAND_OFF_MARKER = new TextEncoder().encode(`\r\n${HAND_OFF_HEADER}: `);
+const HEADER_END = new TextEncoder().encode("\r\n\r\n");
+/** Header bytes held back while looking for their end; past it the connection is closed. */
+const MAX_HELD_HEADER_BYTES = 64 * 1024;
+/** The connection a request came on, for {@linkcode handOffFile}. */
+const requestConnections = new WeakMap<Request, Connection>();
+/** The nonce of a request's hand-off, until its handler has returned. */
+const requestHandOffs = new WeakMap<Request, string>();
 /** Relay buffers kept for reuse: a fresh 256 KiB per direction per connection costs. */
 const SPARE_BUFFERS = 64;
 const spareBuffers: Uint8Array[] = [];
@@ -285,7 +326,7 @@ function readOpenFileLimit(): number {
   }
 }
 
-function closeQuietly(c: Deno.Conn | undefined): void {
+function closeQuietly(c: { close(): void } | undefined): void {
   try {
     c?.close();
   } catch { /* already closed */ }
@@ -297,6 +338,177 @@ function close(conn: Connection): void {
   conn.unmap?.();
   closeQuietly(conn.front);
   closeQuietly(conn.back);
+  for (const { file } of conn.handOffs.values()) closeQuietly(file);
+  conn.handOffs.clear();
+}
+
+/**
+ * Whether the guard can write the body of `req`'s response itself: it came
+ * through the guard on a cleartext HTTP/1 connection that is still open.
+ */
+export function canHandOff(req: Request): boolean {
+  const conn = requestConnections.get(req);
+  return conn !== undefined && !conn.closed && !conn.tls && conn.h2 === false;
+}
+
+/**
+ * The response to `req` whose body is `length` bytes of `file` from `start`,
+ * written to the client by the guard rather than the internal server (see
+ * the module comment); `init` gives its status and headers. The guard owns
+ * `file` from now on and closes it. Only when {@linkcode canHandOff} says so.
+ */
+export function handOffFile(
+  req: Request,
+  body: { file: Deno.FsFile; start: number; length: number },
+  init: { status?: number; headers?: HeadersInit },
+): Response {
+  const conn = requestConnections.get(req);
+  if (!conn || !canHandOff(req)) {
+    closeQuietly(body.file);
+    throw new Error("This request's connection cannot take a file body");
+  }
+  const nonce = crypto.randomUUID();
+  const previous = requestHandOffs.get(req);
+  if (previous !== undefined) dropHandOff(conn, previous);
+  conn.handOffs.set(nonce, body);
+  requestHandOffs.set(req, nonce);
+  const headers = new Headers(init.headers);
+  headers.delete("content-length");
+  headers.set(HAND_OFF_HEADER, nonce);
+  return new Response(null, { status: init.status ?? 200, headers });
+}
+
+/** Where `needle` first occurs in `bytes` from `from`, or -1. */
+function indexOf(bytes: Uint8Array, needle: Uint8Array, from = 0): number {
+  const first = needle[0]!;
+  const last = bytes.length - needle.length;
+  for (let i = bytes.indexOf(first, from); i !== -1 && i <= last; i = bytes.indexOf(first, i + 1)) {
+    let j = 1;
+    while (j < needle.length && bytes[i + j] === needle[j]) j++;
+    if (j === needle.length) return i;
+  }
+  return -1;
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const joined = new Uint8Array(a.length + b.length);
+  joined.set(a);
+  joined.set(b, a.length);
+  return joined;
+}
+
+const latin1 = new TextDecoder("latin1");
+const encodeLatin1 = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0));
+
+/** Writes `length` bytes of `file` from `start` to the client. */
+/** Writes `length` bytes of `file` from `start` to the client, then closes the file. */
+async function sendFile(conn: Connection, to: Deno.Conn, handOff: HandOff): Promise<void> {
+  const { file, start, length } = handOff;
+  const pooled = length >= FILE_BUFFER_BYTES;
+  const buffer = (pooled ? spareFileBuffers.pop() : undefined) ??
+    new Uint8Array(Math.min(length, FILE_BUFFER_BYTES));
+  try {
+    if (start > 0) await file.seek(start, Deno.SeekMode.Start);
+    // One read, then one write, with one buffer: measured cheaper per byte than reading the
+    // next chunk while writing this one, and than smaller (or much larger) buffers.
+    for (let left = length; left > 0;) {
+      const n = await file.read(left < buffer.length ? buffer.subarray(0, left) : buffer);
+      if (n === null) throw new Error("File ended early");
+      // Every write counts as traffic: a slow reader is not idle.
+      for (let written = 0; written < n;) {
+        written += await to.write(buffer.subarray(written, n));
+        conn.lastActive = conn.lastServer = Date.now();
+      }
+      left -= n;
+    }
+  } finally {
+    closeQuietly(file);
+    if (pooled && spareFileBuffers.length < SPARE_FILE_BUFFERS) spareFileBuffers.push(buffer);
+  }
+}
+
+/** Where the server-to-client side of a connection stands with hand-offs. */
+export interface DownState {
+  /** Files handed to the guard whose response headers have not been relayed yet, by nonce. */
+  handOffs: Map<string, HandOff>;
+  /** Bytes from the server held back: they may begin a hand-off marker. */
+  heldDown: Uint8Array | null;
+}
+
+/** How many of the last bytes of `data` could begin the marker (a proper prefix of it). */
+function markerPrefixAtEnd(data: Uint8Array, from: number): number {
+  for (let k = Math.min(HAND_OFF_MARKER.length - 1, data.length - from); k > 0; k--) {
+    let j = 0;
+    while (j < k && data[data.length - k + j] === HAND_OFF_MARKER[j]) j++;
+    if (j === k) return k;
+  }
+  return 0;
+}
+
+/**
+ * Relays `bytes` from the server through `write` while files are handed
+ * off: each marked response's headers lose the marker and get the real
+ * length, and `send` writes the file after them. Bytes that may begin a
+ * marker are held back until the next call (a marked response is always on
+ * its way then). Throws, and the connection is closed, when the headers are
+ * not as Deno writes them.
+ */
+export async function relayDown(
+  state: DownState,
+  bytes: Uint8Array,
+  write: (bytes: Uint8Array) => Promise<void>,
+  send: (handOff: HandOff) => Promise<void>,
+): Promise<void> {
+  let data = state.heldDown ? concat(state.heldDown, bytes) : bytes;
+  state.heldDown = null;
+  let from = 0;
+  while (state.handOffs.size > 0) {
+    const at = indexOf(data, HAND_OFF_MARKER, from);
+    if (at === -1) {
+      const keep = data.length - markerPrefixAtEnd(data, from);
+      await write(data.subarray(0, keep));
+      if (keep < data.length) state.heldDown = data.slice(keep);
+      return;
+    }
+    const end = indexOf(data, HEADER_END, at);
+    if (end === -1) {
+      if (data.length - at > MAX_HELD_HEADER_BYTES) throw new Error("Headers too long");
+      await write(data.subarray(0, at));
+      state.heldDown = data.slice(at);
+      return;
+    }
+    // From the marker's CRLF to the blank line: the marker line, then the rest of the headers.
+    const lines = latin1.decode(data.subarray(at + 2, end)).split("\r\n");
+    const nonce = lines[0]!.slice(HAND_OFF_HEADER.length + 2);
+    const handOff = state.handOffs.get(nonce);
+    if (!handOff) {
+      // Not one this connection waits for (a body can carry anything): relayed as it is.
+      from = at + HAND_OFF_MARKER.length;
+      continue;
+    }
+    state.handOffs.delete(nonce);
+    const rest = lines.slice(1);
+    const lengthLine = rest.findIndex((line) => /^content-length:/i.test(line));
+    if (lengthLine === -1 || rest[lengthLine]!.toLowerCase() !== "content-length: 0") {
+      closeQuietly(handOff.file);
+      throw new Error("Unexpected headers for a handed-off body");
+    }
+    rest[lengthLine] = `content-length: ${handOff.length}`;
+    await write(data.subarray(0, at));
+    await write(encodeLatin1(`\r\n${rest.join("\r\n")}\r\n\r\n`));
+    await send(handOff);
+    data = data.subarray(end + HEADER_END.length);
+    from = 0;
+  }
+  await write(data);
+}
+
+/** Drops the hand-off `nonce` of `conn` (its response was not the marked one). */
+function dropHandOff(conn: Connection, nonce: string): void {
+  const handOff = conn.handOffs.get(nonce);
+  if (!handOff) return;
+  conn.handOffs.delete(nonce);
+  closeQuietly(handOff.file);
 }
 
 async function relay(
@@ -317,8 +529,16 @@ async function relay(
         if (direction === "down") conn.lastServer = now;
         else if (conn.inFlight === 0 && conn.waitingSince === 0) conn.waitingSince = now;
       }
-      await writeAll(to, bytes);
+      if (direction === "down" && (conn.handOffs.size > 0 || conn.heldDown)) {
+        await relayDown(
+          conn,
+          bytes,
+          (bytes) => writeAll(to, bytes),
+          (handOff) => sendFile(conn, to, handOff),
+        );
+      } else await writeAll(to, bytes);
     }
+    if (conn.heldDown) await writeAll(to, conn.heldDown);
     await to.closeWrite().catch(() => {});
   } catch {
     close(conn);
@@ -392,14 +612,21 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
         }
         conn.inFlight++;
         conn.waitingSince = 0;
+        requestConnections.set(req, conn);
+        let response: Response | undefined;
         try {
-          return await handler(req, {
+          return response = await handler(req, {
             remoteAddr: conn.front.remoteAddr,
             get completed() {
               return info.completed;
             },
           });
         } finally {
+          // A hand-off whose marked response is not the answer never sees its headers.
+          const nonce = requestHandOffs.get(req);
+          if (nonce !== undefined && response?.headers.get(HAND_OFF_HEADER) !== nonce) {
+            dropHandOff(conn, nonce);
+          }
           conn.inFlight--;
           conn.lastActive = Date.now();
         }
@@ -500,6 +727,7 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
     const now = Date.now();
     return {
       front,
+      tls: tls !== undefined,
       inner: current,
       inFlight: 0,
       lastActive: now,
@@ -512,6 +740,8 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
       downFrames: new FrameScanner(),
       refused,
       closed: false,
+      handOffs: new Map(),
+      heldDown: null,
     };
   }
 

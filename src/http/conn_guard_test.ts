@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import http2 from "node:http2";
-import { type GuardOptions, serveGuarded } from "./conn_guard.ts";
+import {
+  canHandOff,
+  type DownState,
+  type GuardOptions,
+  type HandOff,
+  handOffFile,
+  relayDown,
+  serveGuarded,
+} from "./conn_guard.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -426,4 +434,168 @@ Deno.test("serveGuarded() closes an HTTP/2 connection that only pings, not one w
   } finally {
     await server.shutdown(1000);
   }
+});
+
+/** Reads raw bytes off `conn` until `done(text)` holds or it closes. */
+async function readUntil(conn: Deno.Conn, done: (text: string) => boolean): Promise<string> {
+  let text = "";
+  const buffer = new Uint8Array(64 * 1024);
+  while (!done(text)) {
+    const n = await conn.read(buffer).catch(() => null);
+    if (n === null) break;
+    text += decoder.decode(buffer.subarray(0, n));
+  }
+  return text;
+}
+
+/** A guarded server that hands `path` (or part of it) to the guard when it can. */
+function fileServer(path: string, tls?: { cert: string; key: string }) {
+  return serveGuarded(
+    { hostname: "127.0.0.1", port: 0, idleTimeoutMs: 10_000, maxConnections: 10, tls },
+    async (req) => {
+      const url = new URL(req.url);
+      if (url.pathname === "/can") return new Response(String(canHandOff(req)));
+      if (url.pathname === "/plain") return new Response("plain");
+      const start = Number(url.searchParams.get("start") ?? 0);
+      const length = Number(url.searchParams.get("length") ?? (await Deno.stat(path)).size);
+      const file = await Deno.open(path);
+      const response = handOffFile(req, { file, start, length }, {
+        status: 206,
+        headers: { "Content-Type": "text/plain", "Content-Length": "999" },
+      });
+      response.headers.set("x-set-after", "yes");
+      if (url.pathname === "/forged") {
+        // The hand-off is pending while a body that looks like its marker is relayed.
+        return new Response("a\r\nberth-guard-body: 1234\r\ncontent-length: 0\r\n\r\nb\r\n");
+      }
+      return response;
+    },
+  );
+}
+
+Deno.test("handOffFile() has the guard write the file after the headers, and the connection serves on", async () => {
+  const path = await Deno.makeTempFile();
+  const content = "0123456789".repeat(100_000); // spans several relay buffers
+  await Deno.writeTextFile(path, content);
+  const server = fileServer(path);
+  try {
+    using conn = await connect(server.addr.port);
+    // Pipelined: each answer must come whole and in order.
+    await conn.write(encoder.encode(
+      "GET /file HTTP/1.1\r\nHost: x\r\n\r\n" +
+        "GET /file?start=3&length=5 HTTP/1.1\r\nHost: x\r\n\r\n" +
+        "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n",
+    ));
+    const text = await readUntil(conn, (t) => t.endsWith("\r\n\r\nplain"));
+    const [whole, part, plain] = text.split(/(?=HTTP\/1\.1 )/);
+    const head = (res: string) => res.slice(0, res.indexOf("\r\n\r\n")).toLowerCase();
+    const body = (res: string) => res.slice(res.indexOf("\r\n\r\n") + 4);
+    assert.match(head(whole!), /^http\/1\.1 206 /);
+    assert.match(head(whole!), /\r\ncontent-length: 1000000\r\n/);
+    assert.match(head(whole!), /\r\ncontent-type: text\/plain\r\n/);
+    assert.match(head(whole!), /\r\nx-set-after: yes\r\n/);
+    assert.doesNotMatch(head(whole!), /berth-guard-body/);
+    assert.equal(body(whole!), content);
+    assert.match(head(part!), /\r\ncontent-length: 5\r\n/);
+    assert.equal(body(part!), "34567");
+    assert.equal(body(plain!), "plain");
+  } finally {
+    await server.shutdown(1000);
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("serveGuarded() drops a hand-off whose marked response is not the answer, and serves on", async () => {
+  const path = await Deno.makeTempFile();
+  await Deno.writeTextFile(path, "file");
+  const server = fileServer(path);
+  try {
+    using conn = await connect(server.addr.port);
+    await send(conn, "/forged");
+    const forged = await readResponse(conn);
+    // Its last bytes could begin a marker: held back, they would wait for one that never comes.
+    assert.equal(forged?.body, "a\r\nberth-guard-body: 1234\r\ncontent-length: 0\r\n\r\nb\r\n");
+    await send(conn, "/file");
+    assert.equal((await readResponse(conn))?.body, "file");
+  } finally {
+    await server.shutdown(1000);
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("canHandOff() is true on cleartext HTTP/1 only, not HTTP/2 nor TLS", async () => {
+  const path = await Deno.makeTempFile();
+  const { ca, cert, key } = await certificates();
+  const plain = fileServer(path);
+  const secure = fileServer(path, { cert, key });
+  try {
+    using conn = await connect(plain.addr.port);
+    await send(conn, "/can");
+    assert.equal((await readResponse(conn))?.body, "true");
+    const session = await h2Session(plain.addr.port);
+    try {
+      assert.equal(await h2Get(session, "/can"), "false");
+    } finally {
+      session.close();
+    }
+    using tlsConn = await Deno.connectTls({
+      hostname: "127.0.0.1",
+      port: secure.addr.port,
+      caCerts: [ca],
+      alpnProtocols: ["http/1.1"],
+    });
+    await send(tlsConn, "/can");
+    assert.equal((await readResponse(tlsConn))?.body, "false");
+    assert.equal(canHandOff(new Request("http://x/")), false);
+  } finally {
+    await plain.shutdown(1000);
+    await secure.shutdown(1000);
+    await Deno.remove(path);
+  }
+});
+
+/** Feeds `chunks` to relayDown() with one hand-off pending; returns what reached the client. */
+async function relayChunks(
+  chunks: string[],
+  nonce: string,
+): Promise<{ out: string; state: DownState }> {
+  const file = { close() {} } as unknown as Deno.FsFile;
+  const state: DownState = {
+    handOffs: new Map([[nonce, { file, start: 0, length: 4 }]]),
+    heldDown: null,
+  };
+  let out = "";
+  const write = (bytes: Uint8Array) => (out += decoder.decode(bytes), Promise.resolve());
+  const send = (handOff: HandOff) => (out += `FILE${handOff.length}`, Promise.resolve());
+  for (const chunk of chunks) await relayDown(state, encoder.encode(chunk), write, send);
+  return { out, state };
+}
+
+Deno.test("relayDown() rewrites a marked response's headers, sends its file, and relays the rest as it is, however the bytes are split", async () => {
+  const forged = "a\r\nberth-guard-body: other\r\ncontent-length: 0\r\n\r\nb";
+  const input = `HTTP/1.1 200 OK\r\ncontent-length: ${forged.length}\r\n\r\n${forged}` +
+    "HTTP/1.1 206 Partial Content\r\nx-a: 1\r\nberth-guard-body: N1\r\nx-b: 2\r\n" +
+    "content-length: 0\r\ndate: D\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+  const expected = `HTTP/1.1 200 OK\r\ncontent-length: ${forged.length}\r\n\r\n${forged}` +
+    "HTTP/1.1 206 Partial Content\r\nx-a: 1\r\nx-b: 2\r\n" +
+    "content-length: 4\r\ndate: D\r\n\r\nFILE4HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+  for (let i = 0; i <= input.length; i++) {
+    for (const j of [i, Math.min(i + 7, input.length), input.length]) {
+      const { out, state } = await relayChunks([
+        input.slice(0, i),
+        input.slice(i, j),
+        input.slice(j),
+      ], "N1");
+      assert.equal(out, expected, `split at ${i} and ${j}`);
+      assert.equal(state.handOffs.size, 0);
+      assert.equal(state.heldDown, null);
+    }
+  }
+});
+
+Deno.test("relayDown() refuses a marked response whose length is not Deno's 0", async () => {
+  await assert.rejects(
+    relayChunks(["HTTP/1.1 200 OK\r\nberth-guard-body: N1\r\ncontent-length: 7\r\n\r\n"], "N1"),
+    /Unexpected headers/,
+  );
 });

@@ -4,8 +4,9 @@
  * @module
  */
 import { OciError } from "../oci/errors.ts";
-import { TooLargeError } from "../storage/streams.ts";
+import { takeFile, TooLargeError } from "../storage/streams.ts";
 import { BodyReadError, BodyTimeoutError } from "./body.ts";
+import { canHandOff, handOffFile } from "./conn_guard.ts";
 
 /** A JSON response. */
 export function json(
@@ -17,6 +18,23 @@ export function json(
   const bytes = new TextEncoder().encode(JSON.stringify(body));
   headers.set("Content-Length", String(bytes.length));
   return new Response(bytes, { status: init.status ?? 200, headers });
+}
+
+/**
+ * A response to `req` with `body`. A file's stream on a connection where the
+ * connection guard can write the file itself is handed to it (no copy through
+ * the internal server and the relay); anything else is streamed.
+ */
+export function streamResponse(
+  req: Request,
+  body: ReadableStream<Uint8Array>,
+  init: { status?: number; headers: HeadersInit },
+): Response {
+  if (req.method === "GET" && canHandOff(req)) {
+    const file = takeFile(body);
+    if (file) return handOffFile(req, file, init);
+  }
+  return new Response(body, init);
 }
 
 /** Whether an error means the disk is full or over quota: by its errno code. */

@@ -9,8 +9,9 @@ import { createHash, type Hash } from "node:crypto";
 import { join } from "node:path";
 import {
   fileStream,
-  READ_BUFFER_BYTES,
   readLimited,
+  SERVE_BUFFER_BYTES,
+  takeFile,
   TooLargeError,
   WRITE_BUFFER_BYTES,
   writeBody,
@@ -216,7 +217,7 @@ async function fileWith(dir: string, bytes: Uint8Array): Promise<string> {
   return path;
 }
 
-Deno.test("fileStream() streams a whole file in reads of at most 1 MiB and closes it", async () => {
+Deno.test("fileStream() streams a whole file in reads of at most 256 KiB and closes it", async () => {
   await using dir = await tempDir();
   const bytes = bytesOf(3 * 1024 * 1024 + 7);
   const file = await Deno.open(await fileWith(dir.path, bytes));
@@ -226,7 +227,7 @@ Deno.test("fileStream() streams a whole file in reads of at most 1 MiB and close
     sizes.push(chunk.length);
     chunks.push(chunk);
   }
-  assert.ok(sizes.every((n) => n <= READ_BUFFER_BYTES));
+  assert.ok(sizes.every((n) => n <= SERVE_BUFFER_BYTES));
   assert.deepEqual(await readAll(new Blob(chunks as BlobPart[]).stream()), bytes);
   assert.throws(() => file.close(), Deno.errors.BadResource, "already closed");
 });
@@ -240,8 +241,8 @@ Deno.test("fileStream() streams ranges", async () => {
       [0, 1],
       [1, 1],
       [100, 1000],
-      [READ_BUFFER_BYTES - 1, 2],
-      [5, READ_BUFFER_BYTES + 10],
+      [SERVE_BUFFER_BYTES - 1, 2],
+      [5, SERVE_BUFFER_BYTES + 10],
       [bytes.length - 1, 1],
       [0, bytes.length],
     ] as const
@@ -287,6 +288,39 @@ Deno.test("fileStream() errors when the file is shorter than asked, and closes i
   const file = await Deno.open(await fileWith(dir.path, bytesOf(100)));
   await assert.rejects(readAll(fileStream(file, 90, 20)), /File ended early/);
   assert.throws(() => file.close(), Deno.errors.BadResource);
+});
+
+Deno.test("fileStream() reads nothing before it is pulled", async () => {
+  await using dir = await tempDir();
+  const file = await Deno.open(await fileWith(dir.path, bytesOf(100)));
+  const stream = fileStream(file, 10, 20);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(await file.seek(0, Deno.SeekMode.Current), 0);
+  await stream.cancel();
+});
+
+Deno.test("takeFile() hands over the file of a stream not yet read, once", async () => {
+  await using dir = await tempDir();
+  const bytes = bytesOf(100);
+  const path = await fileWith(dir.path, bytes);
+  const file = await Deno.open(path);
+  const stream = fileStream(file, 10, 20);
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  const taken = takeFile(stream);
+  assert.ok(taken);
+  assert.equal(taken.file, file);
+  assert.deepEqual([taken.start, taken.length], [10, 20]);
+  assert.equal(takeFile(stream), null);
+  await stream.cancel(); // the stream no longer closes it: the taker does
+  file.close();
+  const read = await Deno.open(path);
+  const other = fileStream(read, 0, 100);
+  const reader = other.getReader();
+  await reader.read();
+  assert.equal(takeFile(other), null, "already being read");
+  await reader.cancel();
+  assert.throws(() => read.close(), Deno.errors.BadResource);
+  assert.equal(takeFile(new Blob([new Uint8Array(3)]).stream()), null);
 });
 
 Deno.test("readLimited() reads a whole body up to the limit", async () => {

@@ -7,6 +7,7 @@ import { parseDigest } from "../../oci/digest.ts";
 import { parseName } from "../../oci/name.ts";
 import type { HandlerDeps } from "../deps.ts";
 import { blobHeaders, noContent } from "../headers.ts";
+import { streamResponse } from "../respond.ts";
 import { type Params, type Route, route } from "../router.ts";
 
 function parseParams(p: Params) {
@@ -33,10 +34,12 @@ export function blobRoutes({ registry }: HandlerDeps): Route[] {
       }
       const blob = await registry.blobs.open(name, digest, req.headers.get("Range"));
       const { range } = blob;
-      if (!range) return new Response(blob.stream, { headers: blobHeaders(digest, blob.size) });
+      if (!range) {
+        return streamResponse(req, blob.stream, { headers: blobHeaders(digest, blob.size) });
+      }
       const headers = blobHeaders(digest, range.end - range.start + 1);
       headers["Content-Range"] = `bytes ${range.start}-${range.end}/${blob.size}`;
-      return new Response(blob.stream, { status: 206, headers });
+      return streamResponse(req, blob.stream, { status: 206, headers });
     }),
     route("blob.delete", `DELETE ${path}`, async (_ctx, p) => {
       registry.checkDeletes();
