@@ -8,9 +8,7 @@
  * @module
  */
 import { type Counter, type Gauge, type Histogram, metrics } from "../metrics/registry.ts";
-import type { Digest } from "../oci/digest.ts";
-import type { ByteRange } from "../oci/range.ts";
-import type { BlobInfo, BlobRead, FinishResult, Storage, WrittenPart } from "./blob_store.ts";
+import type { Storage } from "./blob_store.ts";
 
 /** The operations timed. */
 const OPERATIONS = [
@@ -72,12 +70,13 @@ async function timed<T>(op: Operation, work: Promise<T>): Promise<T> {
 /** The timed versions of `store`'s methods, calling `store`. */
 function timedMethods(store: Storage): Partial<Storage> {
   return {
-    stat: (digest) => timed("stat", store.stat(digest)),
-    open: (digest, range) => timed("open", store.open(digest, range)),
-    async put(digest, body) {
+    // Arguments pass through whole: optional ones a store understands are not dropped.
+    stat: (...args) => timed("stat", store.stat(...args)),
+    open: (...args) => timed("open", store.open(...args)),
+    async put(...args) {
       uploadsInFlight.inc();
       try {
-        const result = await timed("put", store.put(digest, body));
+        const result = await timed("put", store.put(...args));
         if (result.ok) written.inc(result.size);
         return result;
       } finally {
@@ -88,21 +87,21 @@ function timedMethods(store: Storage): Partial<Storage> {
       await timed("put_bytes", store.putBytes(digest, bytes));
       written.inc(bytes.length);
     },
-    delete: (digest) => timed("delete", store.delete(digest)),
-    async writePart(uploadId, body, options) {
+    delete: (...args) => timed("delete", store.delete(...args)),
+    async writePart(...args) {
       uploadsInFlight.inc();
       try {
-        const part = await timed("write_part", store.writePart(uploadId, body, options));
+        const part = await timed("write_part", store.writePart(...args));
         written.inc(part.size);
         return part;
       } finally {
         uploadsInFlight.dec();
       }
     },
-    removePart: (uploadId, file) => timed("remove_part", store.removePart(uploadId, file)),
-    finish: (uploadId, parts, digest) => timed("finish", store.finish(uploadId, parts, digest)),
-    removeUpload: (uploadId) => timed("remove_upload", store.removeUpload(uploadId)),
-    openPart: (uploadId, file) => timed("open_part", store.openPart(uploadId, file)),
+    removePart: (...args) => timed("remove_part", store.removePart(...args)),
+    finish: (...args) => timed("finish", store.finish(...args)),
+    removeUpload: (...args) => timed("remove_upload", store.removeUpload(...args)),
+    openPart: (...args) => timed("open_part", store.openPart(...args)),
   };
 }
 
