@@ -27,6 +27,7 @@ import {
   migrationKey,
   referrerKey,
   repoKey,
+  repoVersionKey,
   schemaKey,
   secretKey,
   tagClockKey,
@@ -56,6 +57,7 @@ export interface AuditKeyParts {
   tags_by_digest: { name: string; digest: Digest; tag: string };
   manifest_refs: { name: string; digest: Digest; page: number };
   tag_clock: { name: string };
+  repo_version: { name: string };
   blob_links: { name: string; digest: Digest };
   blob_repos: { digest: Digest; name: string };
   referrers: { name: string; subject: Digest; artifactType: string; digest: Digest };
@@ -145,6 +147,7 @@ const LAYOUT: { [F in AuditFamily]: readonly [keyof AuditKeyParts[F], PartKind][
   tags_by_digest: [["name", "string"], ["digest", "digest"], ["tag", "string"]],
   manifest_refs: [["name", "string"], ["digest", "digest"], ["page", "index"]],
   tag_clock: [["name", "string"]],
+  repo_version: [["name", "string"]],
   blob_links: [["name", "string"], ["digest", "digest"]],
   blob_repos: [["digest", "digest"], ["name", "string"]],
   referrers: [
@@ -218,6 +221,8 @@ function kvKey(key: AuditKey): Deno.KvKey {
       return manifestRefsKey(key.name, key.digest, key.page);
     case "tag_clock":
       return tagClockKey(key.name);
+    case "repo_version":
+      return repoVersionKey(key.name);
     case "blob_links":
       return blobLinkKey(key.name, key.digest);
     case "blob_repos":

@@ -17,6 +17,7 @@ import {
   gcEpochKey,
   gcRefsKey,
   gcUntaggedKey,
+  repoVersionKey,
   usageKey,
   usageTotalKey,
 } from "./keys.ts";
@@ -75,6 +76,16 @@ export function enqueue(
 /** Something of `name` was removed: manifest PUTs that validated before it go round again. */
 export function bumpEpoch(op: Deno.AtomicOperation, name: string): void {
   op.sum(gcEpochKey(name), ONE);
+}
+
+/**
+ * What `name` shows changed (a tag, a manifest record, a referrer): sets its
+ * `repo_version`, whose new versionstamp tells every process's read cache
+ * (`src/registry/read_cache.ts`) that what it holds of `name` is stale. A set,
+ * not a check: it costs none of the commit's ten checks and never conflicts.
+ */
+export function touchRepo(op: Deno.AtomicOperation, name: string, now = Date.now()): void {
+  op.set(repoVersionKey(name), now);
 }
 
 /** Counts references of a new manifest record (or of an intent) in `name`. */

@@ -11,7 +11,14 @@
  */
 import type { Digest } from "../oci/digest.ts";
 import type { Revision } from "./audit.ts";
-import { addUsage, bumpEpoch, enqueue, releaseBytes, uncountRefs } from "./bookkeeping.ts";
+import {
+  addUsage,
+  bumpEpoch,
+  enqueue,
+  releaseBytes,
+  touchRepo,
+  uncountRefs,
+} from "./bookkeeping.ts";
 import {
   blobGoneKey,
   blobHoldersKey,
@@ -283,6 +290,7 @@ export class KvGcStore {
         if (subjectKey) op.check({ key: subjectKey, versionstamp: null });
         // A tag set meanwhile bumped the clock, so none points at it now.
         op.sum(tagClockKey(name), 1n);
+        touchRepo(op, name, options.now);
         op.delete(record.key).delete(refs.key).delete(since.key)
           .delete(gcDueKey(entry.kind, entry.at, name, digest));
         releaseRecord(op, name, digest, value, pages.map((p) => p.value), options.now);

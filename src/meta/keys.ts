@@ -9,6 +9,7 @@
  * | `["tags_by_digest", name, digest, tag]` | `true` | end-9: deleting a digest removes its tags |
  * | `["manifest_refs", name, digest, page]` | {@linkcode ManifestRefs} | what a manifest references (blobs, child manifests, subject), written with its record; GC, usage, fsck |
  * | `["tag_clock", name]` | `Deno.KvU64` | bumped by every commit that changes a tag of `name`; such commits check it (one check for any number of tags) |
+ * | `["repo_version", name]` | `number` (when last set) | set, unchecked, by every commit that changes a tag, manifest record or referrer of `name`: its versionstamp says whether a process's read cache of `name` is current; absent: no version yet |
  * | `["blob_links", name, digest]` | `{ size, linkedAt }` | end-2, end-10, end-11: a blob is visible in a repo only through a link |
  * | `["blob_repos", digest, name]` | `true` | end-11 mount without `from`; GC later |
  * | `["referrers", name, subject, artifactType, digest]` | descriptor | end-12 (prefix scan; filter is a longer prefix) |
@@ -165,6 +166,7 @@ export const manifestRefsKey = (name: string, digest: Digest, page: number) =>
 export const manifestRefsPrefix = (name: string, digest: Digest) =>
   ["manifest_refs", name, digest] as const;
 export const tagClockKey = (name: string) => ["tag_clock", name] as const;
+export const repoVersionKey = (name: string) => ["repo_version", name] as const;
 export const blobLinkKey = (name: string, digest: Digest) => ["blob_links", name, digest] as const;
 export const blobReposKey = (digest: Digest, name: string) => ["blob_repos", digest, name] as const;
 export const blobReposPrefix = (digest: Digest) => ["blob_repos", digest] as const;
@@ -214,6 +216,7 @@ export const FAMILIES = [
   "tags_by_digest",
   "manifest_refs",
   "tag_clock",
+  "repo_version",
   "blob_links",
   "blob_repos",
   "referrers",

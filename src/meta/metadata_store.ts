@@ -24,6 +24,7 @@ import {
   ONE,
   refsKeyBytes,
   releaseBytes,
+  touchRepo,
 } from "./bookkeeping.ts";
 import { KvGcStore } from "./gc_store.ts";
 import { migrate } from "./schema.ts";
@@ -55,6 +56,7 @@ import {
   refsPages,
   repoKey,
   reposPrefix,
+  repoVersionKey,
   secretKey,
   tagClockKey,
   tagKey,
@@ -135,6 +137,16 @@ export interface BytesState {
 
 export type { Revision } from "./audit.ts";
 
+/**
+ * A value read together with its repository's version (the revision of
+ * `repo_version`, null while it has none) in one consistent read: the value
+ * is what the repository showed at that version.
+ */
+export interface Versioned<T> {
+  readonly version: Revision | null;
+  readonly value: T;
+}
+
 /** An upload session as read, with the revision a change must match. */
 export interface UploadSession {
   readonly uploadId: string;
@@ -154,6 +166,15 @@ export interface MetadataStore {
   /** What a manifest references, or null when it has no record of that. */
   getManifestRefs(name: string, digest: Digest): Promise<ManifestRefs | null>;
   getTag(name: string, tag: string): Promise<TagRecord | null>;
+  /**
+   * The version of what `name` shows (tags, manifest records, referrers):
+   * every commit that changes one of them changes it. Null: no version yet.
+   */
+  repoVersion(name: string): Promise<Revision | null>;
+  /** A tag with its repository's version, read at once. */
+  getTagVersioned(name: string, tag: string): Promise<Versioned<TagRecord | null>>;
+  /** A manifest record with its repository's version, read at once. */
+  getManifestVersioned(name: string, digest: Digest): Promise<Versioned<ManifestRecord | null>>;
   /**
    * Records a manifest whose bytes are already durable: its record, its
    * references, its tags (moving them if they pointed elsewhere), the tag
@@ -384,6 +405,23 @@ export class KvMetadataStore implements MetadataStore {
     return (await this.kv.get<TagRecord>(tagKey(name, tag))).value;
   }
 
+  async repoVersion(name: string): Promise<Revision | null> {
+    return (await this.kv.get(repoVersionKey(name))).versionstamp as Revision | null;
+  }
+
+  getTagVersioned(name: string, tag: string): Promise<Versioned<TagRecord | null>> {
+    return this.#versioned<TagRecord>(name, tagKey(name, tag));
+  }
+
+  getManifestVersioned(name: string, digest: Digest): Promise<Versioned<ManifestRecord | null>> {
+    return this.#versioned<ManifestRecord>(name, manifestKey(name, digest));
+  }
+
+  async #versioned<T>(name: string, key: Deno.KvKey): Promise<Versioned<T | null>> {
+    const [version, entry] = await this.kv.getMany<[unknown, T]>([repoVersionKey(name), key]);
+    return { version: version.versionstamp as Revision | null, value: entry.value };
+  }
+
   /**
    * Records a manifest whose bytes are already durable: its record, its tags
    * (moving them if they pointed elsewhere), the tag reverse index, its
@@ -441,6 +479,7 @@ export class KvMetadataStore implements MetadataStore {
       const now = Date.now();
       const ok = await this.kv.commit((op) => {
         op.check(existing, epoch, gone);
+        touchRepo(op, name, now);
         if (repo.versionstamp === null) op.set(repoKey(name), { createdAt: now });
         // Always rewritten, even unchanged: a concurrent deleteManifest checks it.
         op.set(manifestKey(name, digest), record);
@@ -548,6 +587,7 @@ export class KvMetadataStore implements MetadataStore {
       const ok = await this.kv.commit((op) => {
         op.check(entry).check(clock).sum(tagClockKey(name), ONE)
           .delete(tagKey(name, tag)).delete(tagsByDigestKey(name, digest, tag));
+        touchRepo(op, name);
         enqueue(op, "manifest", Date.now(), name, digest);
         return op;
       });
@@ -603,6 +643,7 @@ export class KvMetadataStore implements MetadataStore {
       const now = Date.now();
       const ok = await this.kv.commit((op) => {
         op.check(entry).check(clock);
+        touchRepo(op, name, now);
         if (tags.length) op.sum(tagClockKey(name), ONE);
         for (const tag of tags) {
           op.delete(tagsByDigestKey(name, digest, tag));

@@ -839,6 +839,7 @@ Deno.test("keys are laid out as the key table in keys.ts documents", async () =>
     ["manifest_refs", "app", d, 0],
     ["manifests", "app", d],
     ["referrers", "app", subject, "application/x.sig", d],
+    ["repo_version", "app"],
     ["repos", "app"],
     ["tag_clock", "app"],
     ["tags", "app", "t"],

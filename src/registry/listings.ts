@@ -2,6 +2,8 @@
  * Listings: a repository's tags, the catalog, the referrers of a subject.
  * Each reads one page with a KV prefix scan from its cursor: cost grows with
  * the page size `n`, never with the number of tags, repositories or referrers.
+ * Pages of tags are kept in the read cache (`read_cache.ts`) and served from
+ * it while the repository's version is unchanged.
  *
  * @module
  */
@@ -12,6 +14,7 @@ import type { RegistryContext } from "./context.ts";
 import { SealedCursors } from "./cursor.ts";
 import { nameUnknown } from "./errors.ts";
 import { OciError } from "../oci/errors.ts";
+import { readCacheOf, type RepoReadCache, stringBytes } from "./read_cache.ts";
 
 /** Most repository names one catalog page reads, shown or hidden. */
 export const CATALOG_SCAN = 10_000;
@@ -23,10 +26,12 @@ export type ListPage<T> = Page<T> & { n: number };
 export class Listings {
   readonly #ctx: RegistryContext;
   readonly #cursors: SealedCursors;
+  readonly #reads: RepoReadCache;
 
   constructor(ctx: RegistryContext) {
     this.#ctx = ctx;
     this.#cursors = new SealedCursors(ctx.meta);
+    this.#reads = readCacheOf(ctx.meta);
   }
 
   /**
@@ -38,16 +43,38 @@ export class Listings {
     return Math.min(n ?? max, max);
   }
 
-  /** One page of the tags of `name`; 404 for an unknown repository. */
-  async tags(name: string, n: number | undefined, last?: string): Promise<ListPage<string>> {
+  /**
+   * One page of the tags of `name`; 404 for an unknown repository. A page
+   * is read after the repository's version and kept under it: it shows at
+   * least what that version did, so it may be served while the version holds.
+   * A page of a repository that does not exist is never kept (repositories are
+   * created without a version change); one that exists stays so. The answer
+   * may be a kept page: frozen, the same object for every request it serves.
+   */
+  async tags(
+    name: string,
+    n: number | undefined,
+    last?: string,
+  ): Promise<Readonly<ListPage<string>>> {
     const { meta } = this.#ctx;
+    const { cache, versions } = this.#reads;
     const size = this.#size(n);
+    const key = JSON.stringify(["l", name, size, last ?? null]);
+    const version = await versions.version(name);
+    const kept = cache.get<ListPage<string>>(key, version);
+    if (kept) return kept;
     const [page, exists] = await Promise.all([
       meta.listTags(name, size, last),
       meta.repoExists(name),
     ]);
     if (!exists) throw nameUnknown(name);
-    return { ...page, n: size };
+    const answer = Object.freeze({
+      ...page,
+      items: Object.freeze(page.items) as string[],
+      n: size,
+    });
+    cache.set(key, version, answer, stringBytes(key, ...page.items));
+    return answer;
   }
 
   /**

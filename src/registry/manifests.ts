@@ -18,6 +18,7 @@ import { readLimited } from "../storage/streams.ts";
 import { settledBytes } from "../gc/bytes.ts";
 import type { RegistryContext } from "./context.ts";
 import { manifestUnknown, requireDeletes } from "./errors.ts";
+import { readCacheOf, readThrough, type RepoReadCache, stringBytes } from "./read_cache.ts";
 
 /** Largest referrer entry (annotations included) that fits a KV value with room to spare. */
 const MAX_REFERRER_BYTES = 48 * 1024;
@@ -58,14 +59,19 @@ export class Manifests {
   readonly #ctx: RegistryContext;
   // Manifest bytes by digest: immutable, so safe to keep (32 MiB, entries up to 1 MiB).
   readonly #cache = new ByteCache(32 * 1024 * 1024, 1024 * 1024);
+  // Tags and manifest records, re-checked against the repository's version on each use.
+  readonly #reads: RepoReadCache;
 
   constructor(ctx: RegistryContext) {
     this.#ctx = ctx;
+    this.#reads = readCacheOf(ctx.meta);
   }
 
   /**
-   * Resolves a reference as a pull sees it: one KV read by tag (the tag
-   * repeats media type and size) or by digest. A reference that is neither a
+   * Resolves a reference as a pull sees it: the tag (which repeats media type
+   * and size) or the manifest record, from the read cache when the
+   * repository's version still matches (a version read shared with concurrent
+   * pulls), else one KV read of it with the version. A reference that is neither a
    * digest nor a valid tag names no manifest, so it is a 404 (as Distribution
    * answers, and the conformance suite's `.INVALID_MANIFEST_NAME` expects).
    */
@@ -76,13 +82,35 @@ export class Manifests {
     }
     const reference = parseReference(rawReference);
     if (reference.kind === "tag") {
-      const tag = await meta.getTag(name, reference.tag);
-      if (tag) return { digest: tag.digest, mediaType: tag.mediaType, size: tag.size };
-      return await manifestUnknown(meta, name, reference.tag);
+      const { tag } = reference;
+      const found = await readThrough(
+        this.#reads,
+        name,
+        `t\0${name}\0${tag}`,
+        async () => {
+          const read = await meta.getTagVersioned(name, tag);
+          const value = read.value &&
+            { digest: read.value.digest, mediaType: read.value.mediaType, size: read.value.size };
+          return { version: read.version, value };
+        },
+        (v) => v ? stringBytes(name, tag, v.digest, v.mediaType) : stringBytes(name, tag),
+      );
+      return found ?? await manifestUnknown(meta, name, tag);
     }
-    const record = await meta.getManifest(name, reference.digest);
-    if (!record) return await manifestUnknown(meta, name, reference.digest);
-    return { digest: reference.digest, mediaType: record.mediaType, size: record.size };
+    const { digest } = reference;
+    const found = await readThrough(
+      this.#reads,
+      name,
+      `m\0${name}\0${digest}`,
+      async () => {
+        const read = await meta.getManifestVersioned(name, digest);
+        const value = read.value &&
+          { digest, mediaType: read.value.mediaType, size: read.value.size };
+        return { version: read.version, value };
+      },
+      (v) => v ? stringBytes(name, digest, v.mediaType) : stringBytes(name, digest),
+    );
+    return found ?? await manifestUnknown(meta, name, digest);
   }
 
   /** Resolves a reference and reads its bytes (from the cache when it can). */
