@@ -119,7 +119,7 @@ export async function runVs(args: string[]): Promise<void> {
 
     log(`machine limits, ${o.sizeMib} MiB each`);
     const limits = await measureLimits(dir, o.sizeMib * 1024 * 1024);
-    for (const side of [berth, other]) await setUp(side, o, log);
+    for (const side of [berth, other]) await setUp(side, o, measures, log);
 
     const idleRssMib = peakRss(berth.pid).stop();
     log(`Berth RSS after setting up: ${idleRssMib?.toFixed(0)} MiB`);
