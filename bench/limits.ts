@@ -50,12 +50,25 @@ async function readRate(path: string): Promise<number> {
   return mbps(total, performance.now() - start);
 }
 
+/** Drain peers running now, so an interrupted run can stop them. */
+const peers = new Set<Deno.ChildProcess>();
+
+/** Stops any drain peer still running (by its PID). */
+export function stopDrainPeers(): void {
+  for (const child of peers) {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* gone */ }
+  }
+}
+
 async function drainRates(size: number): Promise<{ http: number; tcp: number }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL("./_drain.ts", import.meta.url).pathname],
     stdout: "piped",
     stderr: "inherit",
   }).spawn();
+  peers.add(child);
   try {
     const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
     let out = "";
@@ -79,6 +92,7 @@ async function drainRates(size: number): Promise<{ http: number; tcp: number }> 
   } finally {
     child.kill("SIGTERM");
     await child.status;
+    peers.delete(child);
     await child.stdout.cancel().catch(() => {});
   }
 }

@@ -245,7 +245,12 @@ async function seedTags(
  * in `image`, `listTags` tags in `list`, and for Berth 100 tags in `page100`
  * and `pageTags` in `pagebig`.
  */
-export async function setUp(side: Side, o: Options, log: (line: string) => void): Promise<void> {
+export async function setUp(
+  side: Side,
+  o: Options,
+  measures: Measure[],
+  log: (line: string) => void,
+): Promise<void> {
   const config = smallBlob(new TextEncoder().encode('{"architecture":"amd64","os":"linux"}'));
   const layer = smallBlob(crypto.getRandomValues(new Uint8Array(4096)));
   const manifest = JSON.stringify({
@@ -262,10 +267,11 @@ export async function setUp(side: Side, o: Options, log: (line: string) => void)
       size: layer.bytes.length,
     }],
   });
-  const repos: [string, number][] = [["image", 1], ["list", o.listTags]];
-  if (side.key === "berth" && MEASURES.some((m) => m.berthOnly)) {
-    repos.push(["page100", 100], ["pagebig", o.pageTags]);
-  }
+  const wanted = (id: string) => measures.some((m) => m.id === id);
+  const repos: [string, number][] = [["image", 1]];
+  if (wanted("tags-full")) repos.push(["list", o.listTags]);
+  if (side.key === "berth" && wanted("tags-page-small")) repos.push(["page100", 100]);
+  if (side.key === "berth" && wanted("tags-page-large")) repos.push(["pagebig", o.pageTags]);
   for (const [repo, count] of repos) {
     const start = performance.now();
     await pushSmall(side.url, repo, config);

@@ -14,7 +14,7 @@
 import { parseArgs } from "node:util";
 import { spawnRegistry } from "../tests/_registry.ts";
 import { startDistribution } from "./distribution.ts";
-import { measureLimits } from "./limits.ts";
+import { measureLimits, stopDrainPeers } from "./limits.ts";
 import { MEASURES, type Options, setUp, type Side } from "./measures.ts";
 import { cpuSeconds, peakRss, pidListeningOn } from "./proc.ts";
 import { printReport, type Sample } from "./report.ts";
@@ -88,6 +88,7 @@ export async function runVs(args: string[]): Promise<void> {
   await using distribution = values.vs === "distribution" ? await startDistribution() : undefined;
   // Ctrl-C or SIGTERM stops the servers this run started, by PID, and removes their data.
   const interrupted = async () => {
+    stopDrainPeers();
     await berthProcess.kill();
     await distribution?.[Symbol.asyncDispose]();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -119,7 +120,7 @@ export async function runVs(args: string[]): Promise<void> {
 
     log(`machine limits, ${o.sizeMib} MiB each`);
     const limits = await measureLimits(dir, o.sizeMib * 1024 * 1024);
-    for (const side of [berth, other]) await setUp(side, o, log);
+    for (const side of [berth, other]) await setUp(side, o, measures, log);
 
     const idleRssMib = peakRss(berth.pid).stop();
     log(`Berth RSS after setting up: ${idleRssMib?.toFixed(0)} MiB`);
