@@ -4,6 +4,7 @@
  * @module
  */
 import { OciError } from "../oci/errors.ts";
+import { ContentionError } from "../meta/kv.ts";
 import { takeFile, TooLargeError } from "../storage/streams.ts";
 import { BodyReadError, BodyTimeoutError } from "./body.ts";
 import { canHandOff, handOffFile } from "./conn_guard.ts";
@@ -57,6 +58,13 @@ export function toOciError(error: unknown, log: (error: unknown) => void): OciEr
   if (error instanceof BodyTimeoutError) {
     return new OciError("BLOB_UPLOAD_INVALID", `Request body stalled: ${error.message}`, {
       status: 408,
+    });
+  }
+  if (error instanceof ContentionError) {
+    // Many writers racing for one repository: nothing was written; the client may retry.
+    return new OciError("UNAVAILABLE", "Too many concurrent changes; nothing was written", {
+      status: 503,
+      headers: { "Retry-After": "1" },
     });
   }
   if (isNoSpace(error)) {
