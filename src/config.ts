@@ -14,8 +14,20 @@ export interface Config {
   data: string;
   /** KV location: a file path, a URL (KV Connect) or `:memory:`; "" means `<data>/meta.kv`. */
   kv: string;
-  /** Where blob bytes live: `file:PATH` (a directory); "" means the filesystem store in `<data>`. */
+  /**
+   * Where blob bytes live: `file:PATH` (a directory), `kv` (chunks in the metadata KV) or
+   * `kv:LOCATION` (a KV of their own); "" means the filesystem store in `<data>`.
+   */
   blobs: string;
+  /** The largest blob the KV blob store keeps (larger: 413). */
+  kvMaxBlobBytes: number;
+  /**
+   * Deno Deploy mode: `Deno.serve` directly, nothing written to the local disk, KV from
+   * `Deno.openKv()` unless `--kv` says otherwise, periodic work through `Deno.cron`.
+   */
+  deploy: boolean;
+  /** Whether `--listen` was given (flag, environment or file); in deploy mode it then applies. */
+  listenGiven: boolean;
   maxManifestBytes: number;
   uploadTtlMs: number;
   /** How often the server collects garbage; 0: never (run `berth gc`). */
@@ -95,6 +107,13 @@ const SIZE_UNITS: Record<string, number> = {
   gib: 1024 ** 3,
 };
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 };
+
+/** Whether `value` is a KV location `--kv` accepts (after `kv:` in `--blobs`). */
+function validKvLocation(value: string): boolean {
+  if (value.trim() === "" || value.includes("\0")) return false;
+  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(value)?.[1];
+  return scheme === undefined || scheme === "http" || scheme === "https";
+}
 
 /** Parses a byte size such as `4MiB`, `512kb` or `1048576`. */
 export function parseSize(value: string): number | null {
@@ -251,15 +270,43 @@ export const OPTIONS: OptionSpec[] = [
     kind: "string",
     default: "",
     help:
-      "Where blob bytes live: a directory, or file:DIR (default: the filesystem store in <data>)",
-    allowed: "a directory path or file:DIR",
+      "Where blob bytes live: a directory, file:DIR, or kv (chunks in the metadata KV; kv:PATH or kv:URL for a KV of their own) (default: the filesystem store in <data>)",
+    allowed: "a directory path, file:DIR, kv or kv:LOCATION",
     apply(config, value) {
       // Other backends add their scheme here and in src/storage/open.ts.
       const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(value)?.[1];
-      if ((scheme !== undefined && scheme !== "file") || value.trim() === "file:") {
+      const kv = value === "kv" || (scheme === "kv" && validKvLocation(value.slice(3)));
+      if (
+        (scheme !== undefined && scheme !== "file" && !kv) || value.trim() === "file:"
+      ) {
         throw bad("blobs", value, this.allowed);
       }
       config.blobs = value;
+    },
+  },
+  {
+    flag: "kv-max-blob-bytes",
+    kind: "string",
+    default: "1GiB",
+    help: "Largest blob the KV blob store (--blobs kv) keeps; a larger upload is refused with 413",
+    allowed: "a size from 1MiB to 1TiB, such as 512MiB or 2GiB",
+    apply(config, value) {
+      const bytes = parseSize(value);
+      if (bytes === null || bytes < 1024 ** 2 || bytes > 1024 ** 4) {
+        throw bad("kv-max-blob-bytes", value, this.allowed);
+      }
+      config.kvMaxBlobBytes = bytes;
+    },
+  },
+  {
+    flag: "deploy",
+    kind: "boolean",
+    default: "false",
+    help:
+      "Run as on Deno Deploy (on by itself there): Deno.serve, nothing on the local disk, Deno.openKv(), Deno.cron; needs --blobs kv or an object store",
+    allowed: "true or false",
+    apply(config, value) {
+      config.deploy = bool("deploy", value);
     },
   },
   {
@@ -484,7 +531,7 @@ export function envName(flag: string): string {
 
 /** Defaults, as a config. */
 export function defaultConfig(): Config {
-  const config = { retention: [] as RetentionPolicy[] } as Config;
+  const config = { retention: [] as RetentionPolicy[], listenGiven: false } as Config;
   for (const option of OPTIONS) option.apply(config, option.default);
   return config;
 }
@@ -576,6 +623,31 @@ export function checkSecurity(config: Config): void {
   }
 }
 
+/**
+ * Deploy mode: on with `--deploy`, and by itself on Deno Deploy (`DENO_DEPLOYMENT_ID` is
+ * set there). Without `--listen` it serves where the platform says (`PORT`, else Deno's
+ * default, all interfaces), so anonymous access needs `--insecure-no-auth` as anywhere
+ * public. The filesystem blob store is refused: nothing is written to the local disk.
+ */
+export function settleDeploy(config: Config, env: Record<string, string | undefined>): void {
+  if (!config.deploy && (env.DENO_DEPLOYMENT_ID ?? "") !== "") {
+    // The platform's own variable turns it on, unless BERTH_DEPLOY or --deploy says false.
+    if (env.BERTH_DEPLOY === undefined) config.deploy = true;
+  }
+  if (!config.deploy) return;
+  if (!config.listenGiven) {
+    const port = env.PORT === undefined ? 8000 : int("listen", env.PORT, 0, 65535);
+    config.listen = { hostname: "0.0.0.0", port };
+  }
+  const blobs = config.blobs;
+  if (blobs === "" || blobs.startsWith("file:") || !/^[a-zA-Z][a-zA-Z0-9+.-]*:|^kv$/.test(blobs)) {
+    throw new ConfigError(
+      "--deploy writes nothing to the local disk, so blobs cannot live in a directory: " +
+        "give --blobs kv (chunks in Deno KV) or an object store (--blobs s3://…)",
+    );
+  }
+}
+
 /** The result of reading the command line. */
 export interface Cli {
   command: string;
@@ -662,6 +734,7 @@ export function parseCli(
       ? String(fromFile)
       : undefined;
     if (value === undefined) continue;
+    if (option.flag === "listen") config.listenGiven = true;
     try {
       option.apply(config, value);
     } catch (error) {
@@ -677,6 +750,7 @@ export function parseCli(
     // `berth gc --grace D` is --gc-grace for that run.
     OPTIONS.find((o) => o.flag === "gc-grace")!.apply(config, String(values.grace));
   }
+  settleDeploy(config, env);
   checkSecurity(config);
   const command = parsed.positionals[0] ?? "serve";
   if (!["serve", "fsck", "gc", "du"].includes(command) || parsed.positionals.length > 1) {

@@ -1,7 +1,8 @@
 /**
  * Opens the stores a configuration names: the metadata store (KV: a file, a
- * KV Connect URL or memory) and the blob store (`--blobs`), and brings the
- * metadata schema up to date. Shared by `serve`, `fsck` and the tests.
+ * KV Connect URL, memory, or on Deno Deploy its own KV) and the blob store
+ * (`--blobs`), and brings the metadata schema up to date. Shared by `serve`,
+ * `fsck` and the tests.
  *
  * @module
  */
@@ -20,44 +21,57 @@ export interface Stores {
   close(): Promise<void>;
 }
 
-/** Where KV lives for `config`. */
-export function kvLocation(config: Pick<Config, "kv" | "data">): string {
-  return config.kv === "" ? join(config.data, "meta.kv") : config.kv;
+/** What {@linkcode openStores} reads of a configuration. */
+export type StoresConfig =
+  & Pick<Config, "kv" | "data" | "blobs">
+  & Partial<Pick<Config, "kvMaxBlobBytes" | "deploy">>;
+
+/** Where KV lives for `config`; in deploy mode without `--kv`, the platform's KV. */
+export function kvLocation(
+  config: Pick<Config, "kv" | "data"> & Partial<Pick<Config, "deploy">>,
+): string {
+  if (config.kv !== "") return config.kv;
+  return config.deploy ? "the default KV of Deno Deploy" : join(config.data, "meta.kv");
 }
 
 /**
  * Opens KV and the blob store of `config` and migrates KV to the current
  * schema (`onProgress` gets its lines). Throws `SchemaError` (all closed)
- * when KV was written by a newer Berth.
+ * when KV was written by a newer Berth. In deploy mode nothing is created
+ * on the local disk: KV is `Deno.openKv()` unless `--kv` names one.
  */
 export async function openStores(
-  config: Pick<Config, "kv" | "data" | "blobs">,
+  config: StoresConfig,
   options: { onProgress?: (line: string) => void } = {},
 ): Promise<Stores> {
+  const platform = config.deploy === true && config.kv === "";
   const location = kvLocation(config);
-  const remote = location === ":memory:" || /^https?:\/\//.test(location);
+  const remote = platform || location === ":memory:" || /^https?:\/\//.test(location);
   // A KV file's folder (the data directory by default) must exist before SQLite opens it.
-  if (!remote) await Deno.mkdir(dirname(location), { recursive: true });
-  const blobs = await openBlobStore(config);
+  if (!remote && !config.deploy) await Deno.mkdir(dirname(location), { recursive: true });
+  const raw = platform ? await Deno.openKv() : await Deno.openKv(location);
+  let blobs: Storage | null = null;
   let meta: KvMetadataStore | null = null;
   let schema;
   const started = performance.now();
   try {
-    meta = await KvMetadataStore.open(location);
+    blobs = await openBlobStore(config, raw);
+    meta = new KvMetadataStore(raw);
     schema = await meta.migrate(blobs, options);
   } catch (error) {
-    meta?.close();
-    await blobs.close();
+    raw.close();
+    await blobs?.close();
     throw error;
   }
   const opened = meta;
+  const openedBlobs = blobs;
   return {
     meta,
     blobs,
     schema: { ...schema, ms: Math.round(performance.now() - started) },
     async close() {
       opened.close();
-      await blobs.close();
+      await openedBlobs.close();
     },
   };
 }

@@ -10,19 +10,23 @@ import { blobStoreSuite } from "./_blob_store_suite.ts";
 import { FaultyStore } from "./_faulty_store.ts";
 import { FsBlobStore } from "../src/storage/fs_blob_store.ts";
 
-const BACKENDS: { name: string; blobs: (dir: string) => string }[] = [
+const BACKENDS: { name: string; blobs: (dir: string) => string; sharedKv?: boolean }[] = [
   { name: "filesystem (--blobs DIR)", blobs: (dir) => dir },
   { name: "filesystem (--blobs file:DIR)", blobs: (dir) => `file:${dir}` },
+  { name: "KV, in the metadata KV (--blobs kv)", blobs: () => "kv", sharedKv: true },
+  { name: "KV, a KV file of its own (--blobs kv:FILE)", blobs: (dir) => `kv:${dir}/blobs.kv` },
 ];
 
 for (const backend of BACKENDS) {
   blobStoreSuite(backend.name, async () => {
     const dir = await Deno.makeTempDir({ prefix: "berth-store-" });
-    const store = await openBlobStore({ blobs: backend.blobs(dir), data: "/nonexistent" });
+    const kv = backend.sharedKv ? await Deno.openKv(`${dir}/meta.kv`) : undefined;
+    const store = await openBlobStore({ blobs: backend.blobs(dir), data: "/nonexistent" }, kv);
     return {
       store,
       async [Symbol.asyncDispose]() {
         await store.close();
+        kv?.close();
         await Deno.remove(dir, { recursive: true });
       },
     };

@@ -7,29 +7,56 @@
 import type { Config } from "../config.ts";
 import type { Storage } from "./blob_store.ts";
 import { FsBlobStore } from "./fs_blob_store.ts";
+import { DEFAULT_MAX_BLOB_BYTES, kvBlobLocation, KvBlobStore } from "./kv_blob_store.ts";
+
+/** What a backend may use besides its location. */
+export interface BackendContext {
+  config: Partial<Pick<Config, "kvMaxBlobBytes">>;
+  /** The metadata KV, for a store that shares it (`--blobs kv`). */
+  kv?: Deno.Kv;
+}
 
 /** A blob store backend: the `--blobs` scheme it answers to and how to open it. */
 interface Backend {
   scheme: string;
-  open(location: string): Promise<Storage>;
+  open(location: string, context: BackendContext): Promise<Storage>;
 }
 
 const BACKENDS: Backend[] = [
   // `file:DIR`, `file://DIR` or a bare directory: the filesystem store.
   { scheme: "file", open: (location) => FsBlobStore.open(location.replace(/^file:(\/\/)?/, "")) },
+  // `kv`: chunks in the metadata KV; `kv:PATH`, `kv:URL` or `kv::memory:`: a KV of their own.
+  {
+    scheme: "kv",
+    async open(location, { config, kv }) {
+      const where = kvBlobLocation(location);
+      const maxBlobBytes = config.kvMaxBlobBytes ?? DEFAULT_MAX_BLOB_BYTES;
+      if (where.shared) {
+        if (!kv) throw new Error("--blobs kv needs the metadata KV");
+        return new KvBlobStore(kv, { maxBlobBytes, location: "kv (the metadata KV)" });
+      }
+      const own = await Deno.openKv(where.kv);
+      return new KvBlobStore(own, { maxBlobBytes, location: `kv:${where.kv}`, ownsKv: true });
+    },
+  },
 ];
 
 /** The `--blobs` location `config` means, with the default spelled out (`file:<data>`). */
 export function blobsLocation(config: Pick<Config, "blobs" | "data">): string {
   if (config.blobs === "") return `file:${config.data}`;
+  if (config.blobs === "kv") return "kv";
   return /^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(config.blobs) ? config.blobs : `file:${config.blobs}`;
 }
 
-/** Opens the blob store of `config`, creating what it needs. */
-export function openBlobStore(config: Pick<Config, "blobs" | "data">): Promise<Storage> {
+/** Opens the blob store of `config`, creating what it needs; `kv` is the metadata KV. */
+export function openBlobStore(
+  config: Pick<Config, "blobs" | "data"> & Partial<Pick<Config, "kvMaxBlobBytes">>,
+  kv?: Deno.Kv,
+): Promise<Storage> {
   const location = blobsLocation(config);
-  const scheme = location.slice(0, location.indexOf(":"));
+  const colon = location.indexOf(":");
+  const scheme = colon < 0 ? location : location.slice(0, colon);
   const backend = BACKENDS.find((b) => b.scheme === scheme);
   if (!backend) throw new Error(`No blob store for "${location}"`);
-  return backend.open(location);
+  return backend.open(location, kv ? { config, kv } : { config });
 }
