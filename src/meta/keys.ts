@@ -29,6 +29,7 @@
  * | `["usage_total"]` | `Deno.KvU64` | bytes of every digest with holders, each once |
  * | `["store_blobs", digest]` | {@linkcode StoredBlob} | the KV blob store (`--blobs kv`): a blob, published once its chunks are written and verified |
  * | `["store_runs", run]` | {@linkcode ChunkRun} | the KV blob store: a run of chunks, its state and owner (staging, part, blob, dying) |
+ * | `["store_unsettled", run]` | `true` | the KV blob store: a run being written or removed (what the collector looks at) |
  * | `["store_chunks", run, index]` | `Uint8Array` (≤ 63 KiB) | the KV blob store: the bytes, in order |
  * | `["store_sessions", uploadId]` | `{ modifiedAt }` | the KV blob store: a session with parts; commits that change its parts rewrite it |
  * | `["store_parts", uploadId, file]` | `{ run, size, modifiedAt }` | the KV blob store: a part of a session (a run) |
@@ -219,6 +220,8 @@ export const storeBlobKey = (digest: Digest) => ["store_blobs", digest] as const
 export const storeBlobsPrefix = () => ["store_blobs"] as const;
 export const storeRunKey = (run: string) => ["store_runs", run] as const;
 export const storeRunsPrefix = () => ["store_runs"] as const;
+export const storeUnsettledKey = (run: string) => ["store_unsettled", run] as const;
+export const storeUnsettledPrefix = () => ["store_unsettled"] as const;
 export const storeChunkKey = (run: string, index: number) => ["store_chunks", run, index] as const;
 export const storeChunksPrefix = (run: string) => ["store_chunks", run] as const;
 export const storeSessionKey = (uploadId: string) => ["store_sessions", uploadId] as const;

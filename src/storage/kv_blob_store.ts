@@ -5,6 +5,7 @@
  *
  * ```
  * ["store_runs", run]              ChunkRun: state (staging, part, blob, dying), size, owner
+ * ["store_unsettled", run]         present while the run is staging or dying
  * ["store_chunks", run, index]     ≤ 63 KiB of bytes each, in order
  * ["store_blobs", digest]          StoredBlob: size and the runs, in order
  * ["store_sessions", uploadId]     a session with parts (rewritten by every change to them)
@@ -40,6 +41,8 @@ import {
   storeRunsPrefix,
   storeSessionKey,
   storeSessionsPrefix,
+  storeUnsettledKey,
+  storeUnsettledPrefix,
 } from "../meta/keys.ts";
 import { Kv, KV_LIMITS, RETRY } from "../meta/kv.ts";
 import {
@@ -177,7 +180,8 @@ export class KvBlobStore implements Storage {
       const ok = await this.#kv.commit((op) => {
         op.check(entry).delete(storeBlobKey(digest));
         for (const [run, record] of owned) {
-          op.set(storeRunKey(run), { ...record, state: "dying", modifiedAt: now });
+          op.set(storeRunKey(run), { ...record, state: "dying", modifiedAt: now })
+            .set(storeUnsettledKey(run), true);
         }
         return op;
       });
@@ -233,6 +237,7 @@ export class KvBlobStore implements Storage {
     const ok = await this.#kv.commit((op) =>
       op.check({ key: storeRunKey(written.run), versionstamp: written.versionstamp })
         .set(storeRunKey(written.run), record)
+        .delete(storeUnsettledKey(written.run))
         .set(storePartKey(uploadId, file), {
           run: written.run,
           size: written.size,
@@ -270,7 +275,8 @@ export class KvBlobStore implements Storage {
         op.check(part, session).delete(storePartKey(uploadId, file))
           .set(storeSessionKey(uploadId), { modifiedAt: now });
         if (mine) {
-          op.set(storeRunKey(part.value!.run), { ...run.value!, state: "dying", modifiedAt: now });
+          op.set(storeRunKey(part.value!.run), { ...run.value!, state: "dying", modifiedAt: now })
+            .set(storeUnsettledKey(part.value!.run), true);
         }
         return op;
       });
@@ -339,7 +345,8 @@ export class KvBlobStore implements Storage {
             op.delete(part.key);
             const run = runs.get(part.value.run);
             if (run?.state === "part" && run.uploadId === uploadId) {
-              op.set(storeRunKey(part.value.run), { ...run, state: "dying", modifiedAt: now });
+              op.set(storeRunKey(part.value.run), { ...run, state: "dying", modifiedAt: now })
+                .set(storeUnsettledKey(part.value.run), true);
               mine.push(part.value.run);
             }
           }
@@ -383,7 +390,11 @@ export class KvBlobStore implements Storage {
   async *debris(
     options: { leftoversOnly?: boolean } = {},
   ): AsyncIterable<Debris & { kind: "problem" | "leftover" }> {
-    for await (const entry of this.#kv.scan<ChunkRun>(storeRunsPrefix())) {
+    // The collector looks only at runs being written or removed; fsck at every run.
+    const runs = options.leftoversOnly
+      ? this.#unsettledRuns()
+      : this.#kv.scan<ChunkRun>(storeRunsPrefix());
+    for await (const entry of runs) {
       const run = String(entry.key[1]);
       const record = entry.value;
       const item = (what: string, kind: "problem" | "leftover") => ({
@@ -404,6 +415,16 @@ export class KvBlobStore implements Storage {
     }
   }
 
+  /** The run records of the `store_unsettled` entries (one without a record is dropped). */
+  async *#unsettledRuns(): AsyncIterable<Deno.KvEntry<ChunkRun>> {
+    for await (const entry of this.#kv.scan<true>(storeUnsettledPrefix())) {
+      const run = String(entry.key[1]);
+      const record = await this.#kv.get<ChunkRun>(storeRunKey(run));
+      if (record.versionstamp !== null) yield record as Deno.KvEntry<ChunkRun>;
+      else await this.#kv.commit((op) => op.check(entry).delete(entry.key));
+    }
+  }
+
   /** Whether a `part` or `blob` run is named by its part entry or blob index. */
   async #owned(run: string, record: ChunkRun): Promise<boolean> {
     if (record.state === "part" && record.uploadId && record.file) {
@@ -421,6 +442,7 @@ export class KvBlobStore implements Storage {
   async #removeIfUnchanged(entry: Deno.KvEntry<ChunkRun>): Promise<void> {
     const ok = await this.#kv.commit((op) =>
       op.check(entry).set(entry.key, { ...entry.value, state: "dying", modifiedAt: Date.now() })
+        .set(storeUnsettledKey(String(entry.key[1])), true)
     );
     if (ok) await this.#removeRun(String(entry.key[1]));
   }
@@ -454,7 +476,8 @@ export class KvBlobStore implements Storage {
       if (options.uploadId !== undefined) record.uploadId = options.uploadId;
       const expected = versionstamp;
       inFlight = this.#kv.commit((op) => {
-        op.check({ key: storeRunKey(run), versionstamp: expected }).set(storeRunKey(run), record);
+        op.check({ key: storeRunKey(run), versionstamp: expected }).set(storeRunKey(run), record)
+          .set(storeUnsettledKey(run), true);
         batch.forEach((chunk, i) => op.set(storeChunkKey(run, first + i), chunk));
         return op;
       }).then((stamp) => {
@@ -513,14 +536,17 @@ export class KvBlobStore implements Storage {
         ...entry.value!,
         state: "dying",
         modifiedAt: Date.now(),
-      })
+      }).set(storeUnsettledKey(run), true)
     );
   }
 
   /** Deletes a run's chunks (their keys follow from its size), then its record. */
   async #removeRun(run: string): Promise<void> {
     const entry = await this.#kv.get<ChunkRun>(storeRunKey(run));
-    if (!entry.value) return;
+    if (!entry.value) {
+      await this.#kv.commit((op) => op.delete(storeUnsettledKey(run)));
+      return;
+    }
     const chunks = Math.ceil((entry.value.size ?? 0) / CHUNK_BYTES);
     for (let first = 0; first < chunks; first += DELETES_PER_COMMIT) {
       const last = Math.min(first + DELETES_PER_COMMIT, chunks);
@@ -529,7 +555,9 @@ export class KvBlobStore implements Storage {
         return op;
       });
     }
-    await this.#kv.commit((op) => op.check(entry).delete(storeRunKey(run)));
+    await this.#kv.commit((op) =>
+      op.check(entry).delete(storeRunKey(run)).delete(storeUnsettledKey(run))
+    );
   }
 
   async #getRuns(runs: string[]): Promise<Map<string, ChunkRun>> {
@@ -606,7 +634,8 @@ export class KvBlobStore implements Storage {
         op.check(index).set(storeBlobKey(digest), blob);
         if (staging) {
           op.check({ key: storeRunKey(staging.run), versionstamp: staging.versionstamp })
-            .set(storeRunKey(staging.run), owned(staging.size));
+            .set(storeRunKey(staging.run), owned(staging.size))
+            .delete(storeUnsettledKey(staging.run));
         }
         return op;
       });
