@@ -44,6 +44,9 @@ const DEFAULTS: Config = {
   data: "./data",
   kv: "",
   blobs: "",
+  kvMaxBlobBytes: 1024 ** 3,
+  deploy: false,
+  listenGiven: false,
   maxManifestBytes: 4 * 1024 * 1024,
   uploadTtlMs: 24 * 3600 * 1000,
   gcIntervalMs: 3600_000,
@@ -104,6 +107,8 @@ Deno.test("parseCli() reads every option from flags", () => {
       ":memory:",
       "--blobs",
       "/srv/blobs",
+      "--kv-max-blob-bytes",
+      "2GiB",
       "--max-manifest-bytes",
       "8MiB",
       "--upload-ttl",
@@ -161,6 +166,9 @@ Deno.test("parseCli() reads every option from flags", () => {
     data: "/var/lib/berth",
     kv: ":memory:",
     blobs: "/srv/blobs",
+    kvMaxBlobBytes: 2 * 1024 ** 3,
+    deploy: false,
+    listenGiven: true,
     maxManifestBytes: 8 * 1024 * 1024,
     uploadTtlMs: 15 * 60 * 1000,
     gcIntervalMs: 600_000,
@@ -197,7 +205,9 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     BERTH_LISTEN: "[::1]:0",
     BERTH_DATA: "/d",
     BERTH_KV: "https://kv.example/db",
-    BERTH_BLOBS: "file:/b",
+    BERTH_BLOBS: "kv",
+    BERTH_KV_MAX_BLOB_BYTES: "3MiB",
+    BERTH_DEPLOY: "1",
     BERTH_MAX_MANIFEST_BYTES: "1048576",
     BERTH_UPLOAD_TTL: "2h",
     BERTH_GC_INTERVAL: "0",
@@ -222,7 +232,10 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     listen: { hostname: "::1", port: 0 },
     data: "/d",
     kv: "https://kv.example/db",
-    blobs: "file:/b",
+    blobs: "kv",
+    kvMaxBlobBytes: 3 * 1024 ** 2,
+    deploy: true,
+    listenGiven: true,
     maxManifestBytes: 1048576,
     uploadTtlMs: 2 * 3600 * 1000,
     gcIntervalMs: 0,
@@ -259,6 +272,8 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     listen: "localhost:5001",
     data: "/srv",
     kv: "/srv/meta.kv",
+    "kv-max-blob-bytes": 1048576,
+    deploy: false,
     "max-manifest-bytes": 2048,
     "upload-ttl": "7d",
     "gc-interval": "1d",
@@ -283,6 +298,9 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     data: "/srv",
     kv: "/srv/meta.kv",
     blobs: "",
+    kvMaxBlobBytes: 1024 ** 2,
+    deploy: false,
+    listenGiven: true,
     maxManifestBytes: 2048,
     uploadTtlMs: 7 * 86400 * 1000,
     gcIntervalMs: 86400_000,
@@ -443,9 +461,14 @@ const BAD_VALUES: Record<string, { values: string[]; allowed: RegExp }> = {
     allowed: /0, or a duration from 1s to 1d/,
   },
   blobs: {
-    values: ["s3x://bucket", "ftp://h/x", "file:"],
-    allowed: /a directory path or file:DIR/,
+    values: ["s3x://bucket", "ftp://h/x", "file:", "kv:", "kvs:/x"],
+    allowed: /a directory path, file:DIR, kv or kv:LOCATION/,
   },
+  "kv-max-blob-bytes": {
+    values: ["1KiB", "2TiB", "0", "big"],
+    allowed: /a size from 1MiB to 1TiB/,
+  },
+  deploy: { values: ["perhaps"], allowed: /true or false/ },
   kv: {
     values: ["ftp://x/db", "redis://h:1", "HTTPS://kv.example/db"],
     allowed: /a path, an http\(s\) URL or :memory:/,
@@ -588,12 +611,14 @@ Deno.test("helpText() lists every option with its env variable and default", () 
     "blobs",
     "body-timeout",
     "data",
+    "deploy",
     "gc-grace",
     "gc-interval",
     "htpasswd",
     "idle-timeout",
     "insecure-no-auth",
     "kv",
+    "kv-max-blob-bytes",
     "listen",
     "log-level",
     "max-connections",
@@ -758,4 +783,42 @@ Deno.test("parseCli() reads retention policies from the config file's retention 
   assert.match(bad([{ repositories: "a", "older-than": "soon" }]).message, /older-than/);
   assert.match(bad([{ repositories: "a", colour: "red" }]).message, /unknown key "colour"/);
   assert.match(bad([{ "keep-last": 1 }]).message, /repositories/);
+});
+
+Deno.test("parseCli() accepts --blobs kv and kv:LOCATION, and bounds --kv-max-blob-bytes", () => {
+  for (const blobs of ["kv", "kv:/srv/blobs.kv", "kv::memory:", "kv:https://kv.example/x"]) {
+    assert.equal(parseCli(["--blobs", blobs], {}, noFiles).config.blobs, blobs);
+  }
+  for (const blobs of ["kv:", "kvx:/a", "kv:ftp://x/y"]) {
+    configError(() => parseCli(["--blobs", blobs], {}, noFiles));
+  }
+  assert.equal(
+    parseCli([], { BERTH_KV_MAX_BLOB_BYTES: "512MiB" }, noFiles).config.kvMaxBlobBytes,
+    512 * 1024 ** 2,
+  );
+  for (const size of ["1KiB", "2TiB", "lots"]) {
+    configError(() => parseCli(["--kv-max-blob-bytes", size], {}, noFiles));
+  }
+});
+
+Deno.test("parseCli() turns deploy mode on by itself on Deno Deploy, serving on PORT", () => {
+  const users = ["--htpasswd", "users", "--blobs", "kv"];
+  const on = parseCli(users, { DENO_DEPLOYMENT_ID: "abc", PORT: "8080" }, noFiles).config;
+  assert.equal(on.deploy, true);
+  assert.equal(on.listenGiven, false);
+  assert.deepEqual(on.listen, { hostname: "0.0.0.0", port: 8080 });
+  assert.equal(parseCli(users, { BERTH_DEPLOY: "1" }, noFiles).config.listen.port, 8000);
+  // BERTH_DEPLOY=0 keeps it off even there; --listen applies in deploy mode.
+  assert.equal(
+    parseCli(users, { DENO_DEPLOYMENT_ID: "abc", BERTH_DEPLOY: "0" }, noFiles).config.deploy,
+    false,
+  );
+  const listen = parseCli([...users, "--deploy", "--listen", "127.0.0.1:0"], {}, noFiles).config;
+  assert.deepEqual([listen.listenGiven, listen.listen.port], [true, 0]);
+  // Anonymous on the platform's address is refused as anywhere public.
+  configError(() => parseCli(["--deploy", "--blobs", "kv"], {}, noFiles));
+  assert.match(
+    configError(() => parseCli(["--deploy", "--htpasswd", "users"], {}, noFiles)).message,
+    /--deploy writes nothing to the local disk.*--blobs kv/,
+  );
 });
