@@ -624,13 +624,14 @@ export function checkSecurity(config: Config): void {
 }
 
 /**
- * Deploy mode: on with `--deploy`, and by itself on Deno Deploy (`DENO_DEPLOYMENT_ID` is
- * set there). Without `--listen` it serves where the platform says (`PORT`, else Deno's
+ * Deploy mode: on with `--deploy`, and by itself on Deno Deploy (which sets
+ * `DENO_DEPLOYMENT_ID` and `DENO_DEPLOY=true`). Without `--listen` it serves where the platform says (`PORT`, else Deno's
  * default, all interfaces), so anonymous access needs `--insecure-no-auth` as anywhere
  * public. The filesystem blob store is refused: nothing is written to the local disk.
  */
 export function settleDeploy(config: Config, env: Record<string, string | undefined>): void {
-  if (!config.deploy && (env.DENO_DEPLOYMENT_ID ?? "") !== "") {
+  const platform = (env.DENO_DEPLOYMENT_ID ?? "") !== "" || env.DENO_DEPLOY === "true";
+  if (!config.deploy && platform) {
     // The platform's own variable turns it on, unless BERTH_DEPLOY or --deploy says false.
     if (env.BERTH_DEPLOY === undefined) config.deploy = true;
   }

@@ -808,6 +808,7 @@ Deno.test("parseCli() turns deploy mode on by itself on Deno Deploy, serving on 
   assert.equal(on.listenGiven, false);
   assert.deepEqual(on.listen, { hostname: "0.0.0.0", port: 8080 });
   assert.equal(parseCli(users, { BERTH_DEPLOY: "1" }, noFiles).config.listen.port, 8000);
+  assert.equal(parseCli(users, { DENO_DEPLOY: "true" }, noFiles).config.deploy, true);
   // BERTH_DEPLOY=0 keeps it off even there; --listen applies in deploy mode.
   assert.equal(
     parseCli(users, { DENO_DEPLOYMENT_ID: "abc", BERTH_DEPLOY: "0" }, noFiles).config.deploy,

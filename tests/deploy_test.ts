@@ -27,6 +27,16 @@ import { bytesOf } from "./_blob_store_suite.ts";
 const USER = "alice";
 const PASSWORD = "deploy horse 9";
 
+/**
+ * The blob stores deploy mode is tested with. Another store adds a row: its `--blobs`
+ * value, the hosts it must reach (`--allow-net`) and its environment (credentials).
+ */
+const BACKENDS: { name: string; blobs: string; net: string[]; env: Record<string, string> }[] = [
+  { name: "KV", blobs: "kv", net: [], env: {} },
+];
+
+type Backend = typeof BACKENDS[number];
+
 /** A Berth in deploy mode. */
 interface DeployedBerth extends AsyncDisposable {
   url: string;
@@ -36,10 +46,15 @@ interface DeployedBerth extends AsyncDisposable {
 }
 
 /**
- * Starts `main.ts serve --deploy --blobs kv --kv KV --listen 127.0.0.1:0` in
+ * Starts `main.ts serve --deploy --blobs BLOBS --kv KV --listen 127.0.0.1:0` in
  * `cwd`, writing only `KV`, `KV-wal` and `KV-shm`.
  */
-async function spawnDeployed(kv: string, cwd: string, args: string[]): Promise<DeployedBerth> {
+async function spawnDeployed(
+  backend: Backend,
+  kv: string,
+  cwd: string,
+  args: string[],
+): Promise<DeployedBerth> {
   const main = new URL("../main.ts", import.meta.url).pathname;
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -49,12 +64,12 @@ async function spawnDeployed(kv: string, cwd: string, args: string[]): Promise<D
       `--allow-write=${kv},${kv}-wal,${kv}-shm`,
       "--allow-read",
       "--allow-env",
-      "--allow-net=127.0.0.1",
+      `--allow-net=${["127.0.0.1", ...backend.net].join(",")}`,
       main,
       "serve",
       "--deploy",
       "--blobs",
-      "kv",
+      backend.blobs,
       "--kv",
       kv,
       "--listen",
@@ -65,7 +80,7 @@ async function spawnDeployed(kv: string, cwd: string, args: string[]): Promise<D
     ],
     cwd,
     // No DENO_DIR writes either: the module graph is cached already by the test run.
-    env: { DENO_NO_UPDATE_CHECK: "1" },
+    env: { DENO_NO_UPDATE_CHECK: "1", ...backend.env },
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -130,7 +145,12 @@ async function entries(dir: string): Promise<string[]> {
   return out.sort();
 }
 
-Deno.test("deploy mode writes only its KV file and serves skopeo pushes and pulls, anonymous and with tokens", async (t) => {
+for (const backend of BACKENDS) {
+  Deno.test(`deploy mode (${backend.name} blobs) writes only its KV file and serves skopeo pushes and pulls, anonymous and with tokens`, (t) =>
+    deployRound(t, backend));
+}
+
+async function deployRound(t: Deno.TestContext, backend: Backend): Promise<void> {
   for (const name of ["bash", "skopeo", "busybox"]) {
     assert.ok(which(name), `${name} missing: see tests/e2e/README.md for the packages`);
   }
@@ -152,7 +172,7 @@ Deno.test("deploy mode writes only its KV file and serves skopeo pushes and pull
       "anonymous: images in and out, a chunked upload, a range, 413 past the largest blob",
       async () => {
         const kv = `${tmp}/kv/anon.kv`;
-        await using berth = await spawnDeployed(kv, cwd, ["--kv-max-blob-bytes", "4MiB"]);
+        await using berth = await spawnDeployed(backend, kv, cwd, ["--kv-max-blob-bytes", "4MiB"]);
         for (const tag of ["small", "big"] as const) {
           await ok(
             copy(env, `oci:${env.layout}:${tag}`, `docker://${berth.host}/dep/${tag}:1`),
@@ -242,7 +262,7 @@ Deno.test("deploy mode writes only its KV file and serves skopeo pushes and pull
         const args = ["--auth", "token", "--htpasswd", users];
         let token = "";
         {
-          await using berth = await spawnDeployed(kv, cwd, args);
+          await using berth = await spawnDeployed(backend, kv, cwd, args);
           const creds = `${USER}:${PASSWORD}`;
           const denied = await copy(
             env,
@@ -276,7 +296,7 @@ Deno.test("deploy mode writes only its KV file and serves skopeo pushes and pull
           token = (await res.json()).token;
         }
         // Another instance over the same KV accepts the token: the key is not per process.
-        await using again = await spawnDeployed(kv, cwd, args);
+        await using again = await spawnDeployed(backend, kv, cwd, args);
         const res = await fetch(`${again.url}/v2/tok/small/manifests/1`, {
           headers: {
             Authorization: `Bearer ${token}`,
@@ -300,7 +320,7 @@ Deno.test("deploy mode writes only its KV file and serves skopeo pushes and pull
   } finally {
     await removeTree(tmp);
   }
-});
+}
 
 Deno.test("deploy mode refuses the filesystem blob store with one clear line", async () => {
   const main = new URL("../main.ts", import.meta.url).pathname;

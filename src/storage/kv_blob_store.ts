@@ -521,7 +521,10 @@ export class KvBlobStore implements Storage {
     } catch (error) {
       await reader?.cancel().catch(() => {});
       if (inFlight) await (inFlight as Promise<void>).catch(() => {});
-      if (versionstamp !== null) await this.#markDying(run).then(() => this.#removeRun(run));
+      // What cannot be removed now stays a leftover for the collector.
+      if (versionstamp !== null) {
+        await this.#markDying(run).then(() => this.#removeRun(run)).catch(() => {});
+      }
       throw error;
     } finally {
       reader?.releaseLock();
