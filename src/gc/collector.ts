@@ -91,7 +91,7 @@ export function cronSchedule(intervalMs: number): string {
  */
 export function scheduleCollectorCrons(
   options: { gcIntervalMs: number; uploadTtlMs: number },
-  cron: CronFn | undefined = (Deno as unknown as { cron?: CronFn }).cron,
+  cron: CronFn | null | undefined = (Deno as unknown as { cron?: CronFn }).cron,
 ): CollectorCrons {
   if (typeof cron !== "function") {
     throw new Error("Deploy mode runs its collector with Deno.cron: run with --unstable-cron");
