@@ -93,9 +93,9 @@ async function serve(config: Config, crons: CollectorCrons | Error | null): Prom
   const { idleTimeoutMs, maxConnections } = config;
   // Deploy mode serves where the platform says unless --listen was given: PORT, else
   // Deno.serve's default.
-  const port_ = Deno.env.get("PORT");
+  const envPort = Deno.env.get("PORT");
   const platform = config.deploy && !config.listenGiven;
-  const deployListen = platform ? (port_ === undefined ? {} : { port: Number(port_) }) : {
+  const deployListen = platform ? (envPort === undefined ? {} : { port: Number(envPort) }) : {
     hostname,
     port,
   };
@@ -143,8 +143,9 @@ async function serve(config: Config, crons: CollectorCrons | Error | null): Prom
     await server.finished;
     return;
   }
+  const { meta: _meta, storage: _storage, ...hooks } = work;
   const stopSweeper = startCollector(stores.meta, stores.blobs, {
-    ...work,
+    ...hooks,
     gcIntervalMs: config.gcIntervalMs,
     sweepIntervalMs: Math.min(Math.max(config.uploadTtlMs / 10, 1000), 60_000),
   });
