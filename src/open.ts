@@ -55,7 +55,7 @@ export async function openStores(
   let schema;
   const started = performance.now();
   try {
-    blobs = await openBlobStore(config, raw);
+    blobs = await openBlobStore(config, Deno.env.toObject(), raw);
     meta = new KvMetadataStore(raw);
     schema = await meta.migrate(blobs, options);
   } catch (error) {

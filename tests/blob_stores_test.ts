@@ -21,7 +21,11 @@ for (const backend of BACKENDS) {
   blobStoreSuite(backend.name, async () => {
     const dir = await Deno.makeTempDir({ prefix: "berth-store-" });
     const kv = backend.sharedKv ? await Deno.openKv(`${dir}/meta.kv`) : undefined;
-    const store = await openBlobStore({ blobs: backend.blobs(dir), data: "/nonexistent" }, kv);
+    const store = await openBlobStore(
+      { blobs: backend.blobs(dir), data: "/nonexistent" },
+      Deno.env.toObject(),
+      kv,
+    );
     return {
       store,
       async [Symbol.asyncDispose]() {

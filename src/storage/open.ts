@@ -9,17 +9,19 @@ import type { Storage } from "./blob_store.ts";
 import { FsBlobStore } from "./fs_blob_store.ts";
 import { DEFAULT_MAX_BLOB_BYTES, kvBlobLocation, KvBlobStore } from "./kv_blob_store.ts";
 
-/** What a backend may use besides its location. */
-export interface BackendContext {
-  config: Partial<Pick<Config, "kvMaxBlobBytes">>;
-  /** The metadata KV, for a store that shares it (`--blobs kv`). */
-  kv?: Deno.Kv;
-}
+/** What a backend may read of the configuration besides `--blobs`. */
+export type BlobsConfig = Pick<Config, "blobs" | "data"> & Partial<Pick<Config, "kvMaxBlobBytes">>;
 
 /** A blob store backend: the `--blobs` scheme it answers to and how to open it. */
 interface Backend {
   scheme: string;
-  open(location: string, context: BackendContext): Promise<Storage>;
+  /** `kv` is the metadata KV, for a store that shares it (`--blobs kv`). */
+  open(
+    location: string,
+    config: BlobsConfig,
+    env: Record<string, string | undefined>,
+    kv?: Deno.Kv,
+  ): Promise<Storage>;
 }
 
 const BACKENDS: Backend[] = [
@@ -28,7 +30,7 @@ const BACKENDS: Backend[] = [
   // `kv`: chunks in the metadata KV; `kv:PATH`, `kv:URL` or `kv::memory:`: a KV of their own.
   {
     scheme: "kv",
-    async open(location, { config, kv }) {
+    async open(location, config, _env, kv) {
       const where = kvBlobLocation(location);
       const maxBlobBytes = config.kvMaxBlobBytes ?? DEFAULT_MAX_BLOB_BYTES;
       if (where.shared) {
@@ -41,16 +43,23 @@ const BACKENDS: Backend[] = [
   },
 ];
 
-/** The `--blobs` location `config` means, with the default spelled out (`file:<data>`). */
+/**
+ * The `--blobs` location `config` means, with the default spelled out
+ * (`file:<data>`); a bare `kv` is the KV store (`./kv` is a directory).
+ */
 export function blobsLocation(config: Pick<Config, "blobs" | "data">): string {
   if (config.blobs === "") return `file:${config.data}`;
   if (config.blobs === "kv") return "kv";
   return /^[a-zA-Z][a-zA-Z0-9+.-]*:/.test(config.blobs) ? config.blobs : `file:${config.blobs}`;
 }
 
-/** Opens the blob store of `config`, creating what it needs; `kv` is the metadata KV. */
+/**
+ * Opens the blob store of `config`, creating what it needs. `env` gives the
+ * variables a backend falls back to; `kv` is the metadata KV (`--blobs kv`).
+ */
 export function openBlobStore(
-  config: Pick<Config, "blobs" | "data"> & Partial<Pick<Config, "kvMaxBlobBytes">>,
+  config: BlobsConfig,
+  env: Record<string, string | undefined> = Deno.env.toObject(),
   kv?: Deno.Kv,
 ): Promise<Storage> {
   const location = blobsLocation(config);
@@ -58,5 +67,5 @@ export function openBlobStore(
   const scheme = colon < 0 ? location : location.slice(0, colon);
   const backend = BACKENDS.find((b) => b.scheme === scheme);
   if (!backend) throw new Error(`No blob store for "${location}"`);
-  return backend.open(location, kv ? { config, kv } : { config });
+  return backend.open(location, config, env, kv);
 }
