@@ -32,6 +32,7 @@ const PASSWORD = "deploy horse 9";
  * value, the hosts it must reach (`--allow-net`) and its environment (credentials).
  */
 const BACKENDS: { name: string; blobs: string; net: string[]; env: Record<string, string> }[] = [
+  // The largest-blob (413) checks apply to this row only: --kv-max-blob-bytes is the KV store's.
   { name: "KV", blobs: "kv", net: [], env: {} },
 ];
 
@@ -232,6 +233,7 @@ async function deployRound(t: Deno.TestContext, backend: Backend): Promise<void>
         assert.deepEqual(new Uint8Array(await res.arrayBuffer()), bytes.subarray(299_990, 600_010));
 
         // Past --kv-max-blob-bytes: 413 with the spec's error body, in one body or in chunks.
+        if (!backend.blobs.startsWith("kv")) return;
         const large = bytesOf(4 * 1024 * 1024 + 1, 5);
         res = await fetch(`${berth.url}/v2/dep/large/blobs/uploads/?digest=${sha256(large)}`, {
           method: "POST",
