@@ -14,7 +14,12 @@ import { createLogger } from "./src/log.ts";
 import { kvLocation, openStores } from "./src/open.ts";
 import { blobsLocation } from "./src/storage/open.ts";
 import { SchemaError } from "./src/meta/schema.ts";
-import { startCollector } from "./src/gc/collector.ts";
+import {
+  type CollectorCrons,
+  type CollectorWork,
+  scheduleCollectorCrons,
+  startCollector,
+} from "./src/gc/collector.ts";
 
 /** A start-up failure the user can fix (a path, a port): reported in one line. */
 class StartupError extends Error {}
@@ -29,7 +34,31 @@ async function startup<T>(what: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<void> {
+type Config = ReturnType<typeof parseCli>["config"];
+
+/**
+ * Deploy mode's collector jobs, registered while this module's top level runs: Deno Deploy
+ * finds `Deno.cron` jobs only then. Null when not serving in deploy mode (or the command
+ * line is wrong: `main` says so); an error when `Deno.cron` is missing.
+ */
+function deployCrons(): CollectorCrons | Error | null {
+  let cli;
+  try {
+    cli = parseCli(Deno.args, Deno.env.toObject());
+  } catch {
+    return null;
+  }
+  if (cli.help || cli.command !== "serve" || !cli.config.deploy) return null;
+  try {
+    return scheduleCollectorCrons(cli.config);
+  } catch (error) {
+    return error as Error;
+  }
+}
+
+async function serve(config: Config, crons: CollectorCrons | Error | null): Promise<void> {
+  if (config.deploy && !crons) crons = new Error("Deploy mode needs its cron jobs registered");
+  if (crons instanceof Error) throw new StartupError(crons.message);
   const tls = config.tlsCert === ""
     ? undefined
     : await startup("Cannot serve HTTPS", () => loadTls(config.tlsCert, config.tlsKey));
@@ -44,7 +73,7 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
   if (from !== to) log.info("schema migrated", { from, to, ms });
   const auth = await startup("Cannot set up authentication", async () => {
     try {
-      return await openAuth(config, log);
+      return await openAuth(config, log, stores.meta);
     } catch (error) {
       await stores.close();
       throw error;
@@ -55,18 +84,27 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
   const onListen = ({ hostname, port }: Deno.NetAddr) => {
     const host = hostname.includes(":") ? `[${hostname}]` : hostname;
     console.log(
-      `Berth listening on ${tls ? "https" : "http"}://${host}:${port}/ (data ${config.data}, kv ${
-        kvLocation(config)
-      }, blobs ${stores.blobs.location})`,
+      `Berth listening on ${tls ? "https" : "http"}://${host}:${port}/ (${
+        config.deploy ? "deploy mode" : `data ${config.data}`
+      }, kv ${kvLocation(config)}, blobs ${stores.blobs.location})`,
     );
   };
   const { hostname, port } = config.listen;
   const { idleTimeoutMs, maxConnections } = config;
-  // The connection guard bounds idle and total connections; 0 serves directly. Listening
-  // can fail synchronously (address in use): nothing else is started before it succeeds,
-  // and the stores are closed.
+  // Deploy mode serves where the platform says unless --listen was given: PORT, else
+  // Deno.serve's default.
+  const envPort = Deno.env.get("PORT");
+  const platform = config.deploy && !config.listenGiven;
+  const deployListen = platform ? (envPort === undefined ? {} : { port: Number(envPort) }) : {
+    hostname,
+    port,
+  };
+  // The connection guard bounds idle and total connections; 0 serves directly (and so does
+  // deploy mode: the platform owns the connections). Listening can fail synchronously
+  // (address in use): nothing else is started before it succeeds, and the stores are closed.
   const server = await startup(`Cannot listen on ${hostname}:${port}`, async () => {
     try {
+      if (config.deploy) return Deno.serve({ ...deployListen, ...tls, onListen }, app);
       return idleTimeoutMs > 0
         ? serveGuarded({
           hostname,
@@ -83,9 +121,9 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
       throw error;
     }
   });
-  const stopSweeper = startCollector(stores.meta, stores.blobs, {
-    gcIntervalMs: config.gcIntervalMs,
-    sweepIntervalMs: Math.min(Math.max(config.uploadTtlMs / 10, 1000), 60_000),
+  const work: CollectorWork = {
+    meta: stores.meta,
+    storage: stores.blobs,
     collect: {
       graceMs: config.gcGraceMs,
       untaggedTtlMs: config.untaggedTtlMs,
@@ -98,6 +136,18 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
       log.info("collection", { ...summary });
     },
     onSweep: (report) => log.debug("sweep", { ...report }),
+  };
+  if (crons) {
+    // Deploy mode: the platform stops instances itself; no signals, no timers.
+    crons.start(work);
+    await server.finished;
+    return;
+  }
+  const { meta: _meta, storage: _storage, ...hooks } = work;
+  const stopSweeper = startCollector(stores.meta, stores.blobs, {
+    ...hooks,
+    gcIntervalMs: config.gcIntervalMs,
+    sweepIntervalMs: Math.min(Math.max(config.uploadTtlMs / 10, 1000), 60_000),
   });
   let stopping = false;
   const stop = async (signal: string) => {
@@ -135,7 +185,7 @@ async function serve(config: ReturnType<typeof parseCli>["config"]): Promise<voi
   await server.finished;
 }
 
-async function main(): Promise<number> {
+async function main(crons: CollectorCrons | Error | null): Promise<number> {
   // `berth user …` manages an htpasswd file; it has options of its own.
   if (Deno.args[0] === "user") {
     const { userCommand } = await import("./src/cli/user.ts");
@@ -176,7 +226,7 @@ async function main(): Promise<number> {
     }
   }
   try {
-    await serve(cli.config);
+    await serve(cli.config, crons);
   } catch (error) {
     if (!(error instanceof StartupError)) throw error;
     console.error(`berth: ${error.message}`);
@@ -185,4 +235,7 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) {
+  const crons = deployCrons();
+  Deno.exit(await main(crons));
+}

@@ -15,7 +15,10 @@ export interface Config {
   data: string;
   /** KV location: a file path, a URL (KV Connect) or `:memory:`; "" means `<data>/meta.kv`. */
   kv: string;
-  /** Where blob bytes live: `file:PATH` (a directory) or `s3://BUCKET[/PREFIX]`; "" means the filesystem store in `<data>`. */
+  /**
+   * Where blob bytes live: `file:PATH` (a directory), `s3://BUCKET[/PREFIX]`, `kv` (chunks in
+   * the metadata KV) or `kv:LOCATION` (a KV of their own); "" means the filesystem store in `<data>`.
+   */
   blobs: string;
   /** S3 service URL; "" means AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS's for the region. */
   s3Endpoint: string;
@@ -28,6 +31,15 @@ export interface Config {
   s3SecretAccessKey: string;
   /** Blob GETs answer 307 to a presigned S3 URL valid this long; 0 serves the bytes. */
   s3RedirectMs: number;
+  /** The largest blob the KV blob store keeps (larger: 413). */
+  kvMaxBlobBytes: number;
+  /**
+   * Deno Deploy mode: `Deno.serve` directly, nothing written to the local disk, KV from
+   * `Deno.openKv()` unless `--kv` says otherwise, periodic work through `Deno.cron`.
+   */
+  deploy: boolean;
+  /** Whether `--listen` was given (flag, environment or file); in deploy mode it then applies. */
+  listenGiven: boolean;
   maxManifestBytes: number;
   uploadTtlMs: number;
   /** How often the server collects garbage; 0: never (run `berth gc`). */
@@ -109,6 +121,13 @@ const SIZE_UNITS: Record<string, number> = {
   gib: 1024 ** 3,
 };
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 };
+
+/** Whether `value` is a KV location `--kv` accepts (after `kv:` in `--blobs`). */
+function validKvLocation(value: string): boolean {
+  if (value.trim() === "" || value.includes("\0")) return false;
+  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(value)?.[1];
+  return scheme === undefined || scheme === "http" || scheme === "https";
+}
 
 /** Parses a byte size such as `4MiB`, `512kb` or `1048576`. */
 export function parseSize(value: string): number | null {
@@ -266,14 +285,15 @@ export const OPTIONS: OptionSpec[] = [
     kind: "string",
     default: "",
     help:
-      "Where blob bytes live: a directory, file:DIR, or s3://BUCKET[/PREFIX] (default: the filesystem store in <data>)",
-    allowed: "a directory path, file:DIR or s3://BUCKET[/PREFIX]",
+      "Where blob bytes live: a directory, file:DIR, s3://BUCKET[/PREFIX], or kv (chunks in the metadata KV; kv:PATH or kv:URL for a KV of their own) (default: the filesystem store in <data>)",
+    allowed: "a directory path, file:DIR, s3://BUCKET[/PREFIX], kv or kv:LOCATION",
     apply(config, value) {
       // Each backend's scheme is checked here and opened in src/storage/open.ts.
       const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(value)?.[1];
       const valid = scheme === undefined ||
         (scheme === "file" && value.trim() !== "file:") ||
-        (scheme === "s3" && parseS3Location(value) !== null);
+        (scheme === "s3" && parseS3Location(value) !== null) ||
+        value === "kv" || (scheme === "kv" && validKvLocation(value.slice(3)));
       if (!valid) throw bad("blobs", value, this.allowed);
       config.blobs = value;
     },
@@ -349,6 +369,31 @@ export const OPTIONS: OptionSpec[] = [
     examples: "1m or 15m",
     zeroTurnsOff: true,
   }),
+  {
+    flag: "kv-max-blob-bytes",
+    kind: "string",
+    default: "1GiB",
+    help: "Largest blob the KV blob store (--blobs kv) keeps; a larger upload is refused with 413",
+    allowed: "a size from 1MiB to 1TiB, such as 512MiB or 2GiB",
+    apply(config, value) {
+      const bytes = parseSize(value);
+      if (bytes === null || bytes < 1024 ** 2 || bytes > 1024 ** 4) {
+        throw bad("kv-max-blob-bytes", value, this.allowed);
+      }
+      config.kvMaxBlobBytes = bytes;
+    },
+  },
+  {
+    flag: "deploy",
+    kind: "boolean",
+    default: "false",
+    help:
+      "Run as on Deno Deploy (on by itself there): Deno.serve, nothing on the local disk, Deno.openKv(), Deno.cron; needs --blobs kv or an object store",
+    allowed: "true or false",
+    apply(config, value) {
+      config.deploy = bool("deploy", value);
+    },
+  },
   {
     flag: "max-manifest-bytes",
     kind: "string",
@@ -583,7 +628,7 @@ export function envName(flag: string): string {
 
 /** Defaults, as a config. */
 export function defaultConfig(): Config {
-  const config = { retention: [] as RetentionPolicy[] } as Config;
+  const config = { retention: [] as RetentionPolicy[], listenGiven: false } as Config;
   for (const option of OPTIONS) option.apply(config, option.default);
   return config;
 }
@@ -675,6 +720,32 @@ export function checkSecurity(config: Config): void {
   }
 }
 
+/**
+ * Deploy mode: on with `--deploy`, and by itself on Deno Deploy (which sets
+ * `DENO_DEPLOYMENT_ID` and `DENO_DEPLOY=true`). Without `--listen` it serves where the platform says (`PORT`, else Deno's
+ * default, all interfaces), so anonymous access needs `--insecure-no-auth` as anywhere
+ * public. The filesystem blob store is refused: nothing is written to the local disk.
+ */
+export function settleDeploy(config: Config, env: Record<string, string | undefined>): void {
+  const platform = (env.DENO_DEPLOYMENT_ID ?? "") !== "" || env.DENO_DEPLOY === "true";
+  if (!config.deploy && platform) {
+    // The platform's own variable turns it on, unless BERTH_DEPLOY or --deploy says false.
+    if (env.BERTH_DEPLOY === undefined) config.deploy = true;
+  }
+  if (!config.deploy) return;
+  if (!config.listenGiven) {
+    const port = env.PORT === undefined ? 8000 : int("listen", env.PORT, 0, 65535);
+    config.listen = { hostname: "0.0.0.0", port };
+  }
+  const blobs = config.blobs;
+  if (blobs === "" || blobs.startsWith("file:") || !/^[a-zA-Z][a-zA-Z0-9+.-]*:|^kv$/.test(blobs)) {
+    throw new ConfigError(
+      "--deploy writes nothing to the local disk, so blobs cannot live in a directory: " +
+        "give --blobs kv (chunks in Deno KV) or an object store (--blobs s3://…)",
+    );
+  }
+}
+
 /** The result of reading the command line. */
 export interface Cli {
   command: string;
@@ -761,6 +832,7 @@ export function parseCli(
       ? String(fromFile)
       : undefined;
     if (value === undefined) continue;
+    if (option.flag === "listen") config.listenGiven = true;
     try {
       option.apply(config, value);
     } catch (error) {
@@ -776,6 +848,7 @@ export function parseCli(
     // `berth gc --grace D` is --gc-grace for that run.
     OPTIONS.find((o) => o.flag === "gc-grace")!.apply(config, String(values.grace));
   }
+  settleDeploy(config, env);
   checkSecurity(config);
   const command = parsed.positionals[0] ?? "serve";
   if (!["serve", "fsck", "gc", "du"].includes(command) || parsed.positionals.length > 1) {

@@ -50,6 +50,9 @@ const DEFAULTS: Config = {
   s3AccessKeyId: "",
   s3SecretAccessKey: "",
   s3RedirectMs: 0,
+  kvMaxBlobBytes: 1024 ** 3,
+  deploy: false,
+  listenGiven: false,
   maxManifestBytes: 4 * 1024 * 1024,
   uploadTtlMs: 24 * 3600 * 1000,
   gcIntervalMs: 3600_000,
@@ -123,6 +126,8 @@ Deno.test("parseCli() reads every option from flags", () => {
       "SECRET",
       "--s3-redirect",
       "1m",
+      "--kv-max-blob-bytes",
+      "2GiB",
       "--max-manifest-bytes",
       "8MiB",
       "--upload-ttl",
@@ -188,6 +193,9 @@ Deno.test("parseCli() reads every option from flags", () => {
     s3AccessKeyId: "AKID",
     s3SecretAccessKey: "SECRET",
     s3RedirectMs: 60_000,
+    kvMaxBlobBytes: 2 * 1024 ** 3,
+    deploy: false,
+    listenGiven: true,
     maxManifestBytes: 8 * 1024 * 1024,
     uploadTtlMs: 15 * 60 * 1000,
     gcIntervalMs: 600_000,
@@ -225,7 +233,9 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     BERTH_LISTEN: "[::1]:0",
     BERTH_DATA: "/d",
     BERTH_KV: "https://kv.example/db",
-    BERTH_BLOBS: "file:/b",
+    BERTH_BLOBS: "kv",
+    BERTH_KV_MAX_BLOB_BYTES: "3MiB",
+    BERTH_DEPLOY: "1",
     BERTH_S3_ENDPOINT: "http://minio:9000",
     BERTH_S3_REGION: "auto",
     BERTH_S3_ADDRESSING: "virtual",
@@ -257,7 +267,10 @@ Deno.test("parseCli() reads every option from BERTH_* variables", () => {
     listen: { hostname: "::1", port: 0 },
     data: "/d",
     kv: "https://kv.example/db",
-    blobs: "file:/b",
+    blobs: "kv",
+    kvMaxBlobBytes: 3 * 1024 ** 2,
+    deploy: true,
+    listenGiven: true,
     s3Endpoint: "http://minio:9000",
     s3Region: "auto",
     s3Addressing: "virtual",
@@ -301,6 +314,8 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     listen: "localhost:5001",
     data: "/srv",
     kv: "/srv/meta.kv",
+    "kv-max-blob-bytes": 1048576,
+    deploy: false,
     "max-manifest-bytes": 2048,
     "s3-endpoint": "https://storage.example",
     "s3-region": "us-west-1",
@@ -338,6 +353,9 @@ Deno.test("parseCli() reads every option from the --config file, JSON types incl
     s3AccessKeyId: "k",
     s3SecretAccessKey: "s",
     s3RedirectMs: 900_000,
+    kvMaxBlobBytes: 1024 ** 2,
+    deploy: false,
+    listenGiven: true,
     maxManifestBytes: 2048,
     uploadTtlMs: 7 * 86400 * 1000,
     gcIntervalMs: 86400_000,
@@ -499,8 +517,18 @@ const BAD_VALUES: Record<string, { values: string[]; allowed: RegExp }> = {
     allowed: /0, or a duration from 1s to 1d/,
   },
   blobs: {
-    values: ["s3x://bucket", "ftp://h/x", "file:", "s3://", "s3://B", "s3://b/../x", "s3://bk/a b"],
-    allowed: /a directory path, file:DIR or s3:\/\/BUCKET\[\/PREFIX\]/,
+    values: [
+      "s3x://bucket",
+      "ftp://h/x",
+      "file:",
+      "s3://",
+      "s3://B",
+      "s3://b/../x",
+      "s3://bk/a b",
+      "kv:",
+      "kvs:/x",
+    ],
+    allowed: /a directory path, file:DIR, s3:\/\/BUCKET\[\/PREFIX\], kv or kv:LOCATION/,
   },
   "s3-endpoint": { values: ["ftp://x", "localhost:9000", "http://"], allowed: /an http\(s\) URL/ },
   "s3-region": { values: ["EU West", "a/b"], allowed: /a region name/ },
@@ -509,6 +537,11 @@ const BAD_VALUES: Record<string, { values: string[]; allowed: RegExp }> = {
   // Anything goes: S3 tells at start-up whether the credentials work.
   "s3-access-key-id": { values: [], allowed: /./ },
   "s3-secret-access-key": { values: [], allowed: /./ },
+  "kv-max-blob-bytes": {
+    values: ["1KiB", "2TiB", "0", "big"],
+    allowed: /a size from 1MiB to 1TiB/,
+  },
+  deploy: { values: ["perhaps"], allowed: /true or false/ },
   kv: {
     values: ["ftp://x/db", "redis://h:1", "HTTPS://kv.example/db"],
     allowed: /a path, an http\(s\) URL or :memory:/,
@@ -652,12 +685,14 @@ Deno.test("helpText() lists every option with its env variable and default", () 
     "blobs",
     "body-timeout",
     "data",
+    "deploy",
     "gc-grace",
     "gc-interval",
     "htpasswd",
     "idle-timeout",
     "insecure-no-auth",
     "kv",
+    "kv-max-blob-bytes",
     "listen",
     "log-level",
     "max-connections",
@@ -851,5 +886,44 @@ Deno.test("parseCli() reads --metrics on|off from flags and BERTH_METRICS, and r
   assert.match(
     configError(() => parseCli(["serve", "--metrics", "maybe"], {}, noFiles)).message,
     /Invalid value "maybe" for --metrics: expected on or off/,
+  );
+});
+
+Deno.test("parseCli() accepts --blobs kv and kv:LOCATION, and bounds --kv-max-blob-bytes", () => {
+  for (const blobs of ["kv", "kv:/srv/blobs.kv", "kv::memory:", "kv:https://kv.example/x"]) {
+    assert.equal(parseCli(["--blobs", blobs], {}, noFiles).config.blobs, blobs);
+  }
+  for (const blobs of ["kv:", "kvx:/a", "kv:ftp://x/y"]) {
+    configError(() => parseCli(["--blobs", blobs], {}, noFiles));
+  }
+  assert.equal(
+    parseCli([], { BERTH_KV_MAX_BLOB_BYTES: "512MiB" }, noFiles).config.kvMaxBlobBytes,
+    512 * 1024 ** 2,
+  );
+  for (const size of ["1KiB", "2TiB", "lots"]) {
+    configError(() => parseCli(["--kv-max-blob-bytes", size], {}, noFiles));
+  }
+});
+
+Deno.test("parseCli() turns deploy mode on by itself on Deno Deploy, serving on PORT", () => {
+  const users = ["--htpasswd", "users", "--blobs", "kv"];
+  const on = parseCli(users, { DENO_DEPLOYMENT_ID: "abc", PORT: "8080" }, noFiles).config;
+  assert.equal(on.deploy, true);
+  assert.equal(on.listenGiven, false);
+  assert.deepEqual(on.listen, { hostname: "0.0.0.0", port: 8080 });
+  assert.equal(parseCli(users, { BERTH_DEPLOY: "1" }, noFiles).config.listen.port, 8000);
+  assert.equal(parseCli(users, { DENO_DEPLOY: "true" }, noFiles).config.deploy, true);
+  // BERTH_DEPLOY=0 keeps it off even there; --listen applies in deploy mode.
+  assert.equal(
+    parseCli(users, { DENO_DEPLOYMENT_ID: "abc", BERTH_DEPLOY: "0" }, noFiles).config.deploy,
+    false,
+  );
+  const listen = parseCli([...users, "--deploy", "--listen", "127.0.0.1:0"], {}, noFiles).config;
+  assert.deepEqual([listen.listenGiven, listen.listen.port], [true, 0]);
+  // Anonymous on the platform's address is refused as anywhere public.
+  configError(() => parseCli(["--deploy", "--blobs", "kv"], {}, noFiles));
+  assert.match(
+    configError(() => parseCli(["--deploy", "--htpasswd", "users"], {}, noFiles)).message,
+    /--deploy writes nothing to the local disk.*--blobs kv/,
   );
 });

@@ -21,9 +21,10 @@ const BACKENDS: {
     blobs: string;
     config?: Record<string, string>;
     env?: Record<string, string>;
+    /** The metadata KV, for a store that shares it (`--blobs kv`). */
+    kv?: Deno.Kv;
     dispose: () => Promise<void>;
   }>;
-  ignore?: boolean;
 }[] = [
   {
     name: "filesystem (--blobs DIR)",
@@ -74,22 +75,36 @@ const BACKENDS: {
       };
     },
   },
+  {
+    name: "KV, in the metadata KV (--blobs kv)",
+    async open() {
+      const dir = await Deno.makeTempDir({ prefix: "berth-store-" });
+      const kv = await Deno.openKv(`${dir}/meta.kv`);
+      return {
+        blobs: "kv",
+        kv,
+        dispose: async () => {
+          kv.close();
+          await Deno.remove(dir, { recursive: true });
+        },
+      };
+    },
+  },
+  {
+    name: "KV, a KV file of its own (--blobs kv:FILE)",
+    async open() {
+      const dir = await Deno.makeTempDir({ prefix: "berth-store-" });
+      return { blobs: `kv:${dir}/blobs.kv`, dispose: () => Deno.remove(dir, { recursive: true }) };
+    },
+  },
 ];
 
-const sharedBucket = ceph ? ceph.createBucket("suite-shared") : Promise.resolve();
+const sharedBucket = ceph.createBucket("suite-shared");
 
 for (const backend of BACKENDS) {
-  if (backend.ignore) {
-    Deno.test({
-      name: `${backend.name}: needs Ceph (ceph-mon, ceph-osd, radosgw)`,
-      ignore: true,
-      fn() {},
-    });
-    continue;
-  }
   blobStoreSuite(backend.name, async () => {
-    const { blobs, config = {}, env = {}, dispose } = await backend.open();
-    const store = await openBlobStore({ blobs, data: "/nonexistent", ...config }, env);
+    const { blobs, config = {}, env = {}, kv, dispose } = await backend.open();
+    const store = await openBlobStore({ blobs, data: "/nonexistent", ...config }, env, kv);
     return {
       store,
       async [Symbol.asyncDispose]() {

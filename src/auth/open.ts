@@ -13,7 +13,13 @@ import { Htpasswd } from "./htpasswd.ts";
 import { PolicyFile } from "./policy.ts";
 import type { Scope } from "./scope.ts";
 import { LoginThrottle } from "./throttle.ts";
-import { loadSigningKey, loadVerifyKeys, verifyKeyFor } from "./token_keys.ts";
+import {
+  loadSigningKey,
+  loadVerifyKeys,
+  type SigningKey,
+  signingKeyFromSeed,
+  verifyKeyFor,
+} from "./token_keys.ts";
 import {
   type Access,
   issueAccessToken,
@@ -22,6 +28,18 @@ import {
   verifyRefreshToken,
 } from "./tokens.ts";
 import type { TokenIssuing } from "../http/handlers/token.ts";
+
+/** The key Berth signs its tokens with: `--token-key`, the KV secret (deploy) or `<data>/token-key.pem`. */
+async function signingKey(
+  config: Config,
+  secrets: { secret(name: string): Promise<Uint8Array> } | undefined,
+): Promise<SigningKey> {
+  if (!config.deploy || config.tokenKey !== "") {
+    return await loadSigningKey({ path: config.tokenKey, dataDir: config.data });
+  }
+  if (!secrets) throw new Error("Deploy mode keeps the token key in KV, and KV is not open");
+  return await signingKeyFromSeed(await secrets.secret(TOKEN_KEY_SECRET));
+}
 
 /** How long a refresh token (docker's identity token, containerd's refresh) stays valid. */
 export const REFRESH_TTL_MS = 7 * 24 * 3600_000;
@@ -37,8 +55,20 @@ export interface Auth {
   fingerprintMatches(user: string, fingerprint: string): boolean;
 }
 
-/** Reads the files `config` names and builds its {@linkcode Auth}. Throws with a one-line message. */
-export async function openAuth(config: Config, log: Logger): Promise<Auth> {
+/** The name of the KV secret whose bytes seed the token key in deploy mode. */
+export const TOKEN_KEY_SECRET = "token-key";
+
+/**
+ * Reads the files `config` names and builds its {@linkcode Auth}. Throws with a one-line
+ * message. In deploy mode without `--token-key`, the signing key comes from the KV secret
+ * {@linkcode TOKEN_KEY_SECRET} (made on first use, shared by every instance) through
+ * `secrets`, instead of a file in the data directory.
+ */
+export async function openAuth(
+  config: Config,
+  log: Logger,
+  secrets?: { secret(name: string): Promise<Uint8Array> },
+): Promise<Auth> {
   const reloadFailed = (file: string) => (reason: string | Error) =>
     log.warn("file edit not applied; the previous version stays", {
       file,
@@ -61,7 +91,7 @@ export async function openAuth(config: Config, log: Logger): Promise<Auth> {
       });
       verifier = new TokenVerifier({ issuer, audience: service, keys });
     } else {
-      const key = await loadSigningKey({ path: config.tokenKey, dataDir: config.data });
+      const key = await signingKey(config, secrets);
       const keys = [verifyKeyFor(key)];
       verifier = new TokenVerifier({ issuer, audience: service, keys });
       const common = { issuer, service };

@@ -186,12 +186,48 @@ async function readSigningKey(path: string, forbiddenMode: number): Promise<Sign
     } catch {
       continue;
     }
-    const jwk = publicMembers(await crypto.subtle.exportKey("jwk", privateKey));
-    const publicKey = await crypto.subtle.importKey("jwk", jwk, IMPORT[alg], true, ["verify"]);
-    const kid = await calculateJwkThumbprint(jwk, "sha256");
-    return { alg, kid, privateKey, publicKey, publicJwk: { ...jwk, kid, alg, use: "sig" } };
+    return await signingKeyOf(privateKey, alg);
   }
   throw new Error(`${what} is not an allowed private key: allowed are EC P-256 and Ed25519`);
+}
+
+async function signingKeyOf(privateKey: CryptoKey, alg: SigningAlg): Promise<SigningKey> {
+  const jwk = publicMembers(await crypto.subtle.exportKey("jwk", privateKey));
+  const publicKey = await crypto.subtle.importKey("jwk", jwk, IMPORT[alg], true, ["verify"]);
+  const kid = await calculateJwkThumbprint(jwk, "sha256");
+  return { alg, kid, privateKey, publicKey, publicJwk: { ...jwk, kid, alg, use: "sig" } };
+}
+
+/** The PKCS#8 prefix of an Ed25519 private key; its 32-byte seed follows (RFC 8410). */
+const ED25519_PKCS8_PREFIX = [
+  0x30,
+  0x2e,
+  0x02,
+  0x01,
+  0x00,
+  0x30,
+  0x05,
+  0x06,
+  0x03,
+  0x2b,
+  0x65,
+  0x70,
+  0x04,
+  0x22,
+  0x04,
+  0x20,
+];
+
+/**
+ * The signing key whose Ed25519 seed is `seed` (32 bytes): in deploy mode Berth keeps no key
+ * file, and every instance derives the same key from a secret kept in KV. Only Berth verifies
+ * the tokens it issues, so EdDSA's patchy support among other verifiers does not matter.
+ */
+export async function signingKeyFromSeed(seed: Uint8Array): Promise<SigningKey> {
+  if (seed.length !== 32) throw new Error("A token key seed is 32 bytes");
+  const der = new Uint8Array([...ED25519_PKCS8_PREFIX, ...seed]);
+  const privateKey = await crypto.subtle.importKey("pkcs8", der, IMPORT.EdDSA, true, ["sign"]);
+  return await signingKeyOf(privateKey, "EdDSA");
 }
 
 /** The verification key of Berth's own signing key. */

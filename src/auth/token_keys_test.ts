@@ -5,6 +5,7 @@ import {
   DEFAULT_KEY_FILE,
   loadSigningKey,
   loadVerifyKeys,
+  signingKeyFromSeed,
   type VerifyKey,
   verifyKeyFor,
 } from "./token_keys.ts";
@@ -274,4 +275,28 @@ Deno.test("loadVerifyKeys() re-reads a changed file and keeps the old keys when 
   await Deno.rename(`${path}.new`, path);
   now = 4000;
   assert.deepEqual(kidsOf(await file.current()), [bKid]);
+});
+
+Deno.test("signingKeyFromSeed() derives one Ed25519 key from a seed, whose tokens verify", async () => {
+  const { issueAccessToken, verifyAccessToken } = await import("./tokens.ts");
+  const seed = crypto.getRandomValues(new Uint8Array(32));
+  const key = await signingKeyFromSeed(seed);
+  const again = await signingKeyFromSeed(seed.slice());
+  assert.equal(key.alg, "EdDSA");
+  assert.equal(again.kid, key.kid);
+  assert.notEqual((await signingKeyFromSeed(new Uint8Array(32))).kid, key.kid);
+  const issued = await issueAccessToken(again, {
+    issuer: "berth",
+    service: "berth",
+    subject: "alice",
+    access: [],
+    ttlMs: 60_000,
+  });
+  const verified = await verifyAccessToken(issued.token, {
+    issuer: "berth",
+    audience: "berth",
+    keys: [verifyKeyFor(key)],
+  });
+  assert.equal(verified.subject, "alice");
+  await assert.rejects(signingKeyFromSeed(new Uint8Array(31)), /32 bytes/);
 });

@@ -103,3 +103,90 @@ export function startCollector(
     await running;
   };
 }
+
+/** What the collector does on each run, once the stores are open (deploy mode). */
+export interface CollectorWork {
+  meta: MetadataStore;
+  storage: Storage;
+  collect: Omit<CollectOptions, "now" | "dryRun">;
+  onError: (error: unknown) => void;
+  onCollect?: (report: CollectReport) => void;
+  onSweep?: (report: SweepReport) => void;
+}
+
+/** `Deno.cron`, present with `--unstable-cron` and on Deno Deploy. */
+type CronFn = (name: string, schedule: string, handler: () => Promise<void>) => Promise<void>;
+
+/**
+ * The cron schedule nearest to every `intervalMs` (cron's smallest step is a
+ * minute): every N minutes below an hour, every N hours below a day, else
+ * every N days.
+ */
+export function cronSchedule(intervalMs: number): string {
+  const minutes = Math.max(1, Math.round(intervalMs / 60_000));
+  if (minutes < 60) return minutes === 1 ? "* * * * *" : `*/${minutes} * * * *`;
+  const hours = Math.round(intervalMs / 3_600_000);
+  if (hours < 24) return hours === 1 ? "0 * * * *" : `0 */${hours} * * *`;
+  const days = Math.min(Math.round(intervalMs / 86_400_000), 31);
+  return days === 1 ? "0 0 * * *" : `0 0 */${days} * *`;
+}
+
+/**
+ * The collector of deploy mode: `Deno.cron` jobs instead of timers (Deno
+ * Deploy runs them even when no request keeps an instance up, and only
+ * knows jobs registered while the main module's top level runs, so this is
+ * called there, before the stores are open). A collection every
+ * `--gc-interval` (none when 0), and the upload sweep every tenth of
+ * `--upload-ttl` (a minute to an hour). A job that fires before
+ * {@linkcode CollectorCrons.start} waits for it. Throws when `Deno.cron` is
+ * missing (run with `--unstable-cron`).
+ */
+export function scheduleCollectorCrons(
+  options: { gcIntervalMs: number; uploadTtlMs: number },
+  cron: CronFn | null | undefined = (Deno as unknown as { cron?: CronFn }).cron,
+): CollectorCrons {
+  if (typeof cron !== "function") {
+    throw new Error("Deploy mode runs its collector with Deno.cron: run with --unstable-cron");
+  }
+  let attach: (work: CollectorWork) => void = () => {};
+  const ready = new Promise<CollectorWork>((resolve) => (attach = resolve));
+  let running: Promise<void> | null = null;
+  const once = (job: (work: CollectorWork) => Promise<void>) => async () => {
+    const work = await ready;
+    if (running) return;
+    running = job(work).catch(work.onError).finally(() => (running = null));
+    await running;
+  };
+  const jobs = [];
+  if (options.gcIntervalMs > 0) {
+    jobs.push(cron(
+      "berth-gc",
+      cronSchedule(options.gcIntervalMs),
+      once((w) => collect(w.meta, w.storage, w.collect).then((r) => w.onCollect?.(r))),
+    ));
+  }
+  const sweepMs = Math.min(Math.max(options.uploadTtlMs / 10, 60_000), 3_600_000);
+  jobs.push(cron(
+    "berth-upload-sweep",
+    cronSchedule(sweepMs),
+    once(async (w) => {
+      if (w.collect.uploadTtlMs === undefined) return;
+      w.onSweep?.(await sweep(w.meta, w.storage, { ttlMs: w.collect.uploadTtlMs }));
+    }),
+  ));
+  for (const job of jobs) job.catch(() => {});
+  return {
+    start(work) {
+      attach(work);
+      return async () => {
+        await running;
+      };
+    },
+  };
+}
+
+/** Cron jobs registered early, given their stores by {@linkcode CollectorCrons.start}. */
+export interface CollectorCrons {
+  /** Lets the jobs run against `work`; the returned function awaits a run in flight. */
+  start(work: CollectorWork): () => Promise<void>;
+}

@@ -28,6 +28,12 @@
  * | `["gc_intents", token, index]` | {@linkcode IntentChunk} | references counted ahead of a large manifest's record commit |
  * | `["usage", name]` | `Deno.KvU64` | bytes `name` holds: its links and manifest records |
  * | `["usage_total"]` | `Deno.KvU64` | bytes of every digest with holders, each once |
+ * | `["store_blobs", digest]` | {@linkcode StoredBlob} | the KV blob store (`--blobs kv`): a blob, published once its chunks are written and verified |
+ * | `["store_runs", run]` | {@linkcode ChunkRun} | the KV blob store: a run of chunks, its state and owner (staging, part, blob, dying) |
+ * | `["store_unsettled", run]` | `true` | the KV blob store: a run being written or removed (what the collector looks at) |
+ * | `["store_chunks", run, index]` | `Uint8Array` (≤ 63 KiB) | the KV blob store: the bytes, in order |
+ * | `["store_sessions", uploadId]` | `{ modifiedAt }` | the KV blob store: a session with parts; commits that change its parts rewrite it |
+ * | `["store_parts", uploadId, file]` | `{ run, size, modifiedAt }` | the KV blob store: a part of a session (a run) |
  * | `["schema"]` | {@linkcode SchemaRecord} | the layout version of this KV; start-up migrates older ones |
  * | `["schema_migration"]` | {@linkcode MigrationRecord} | a migration in progress: where to resume after a crash |
  *
@@ -143,6 +149,35 @@ export interface MigrationRecord {
   cursor?: string;
 }
 
+/** A blob of the KV blob store: its bytes are the chunks of `runs`, in order. */
+export interface StoredBlob {
+  size: number;
+  createdAt: number;
+  runs: { run: string; size: number }[];
+}
+
+/**
+ * A run of chunks of the KV blob store. `staging`: being written (its chunks
+ * are invisible; left by a crash when old); `part`: part `file` of session
+ * `uploadId`; `blob`: bytes of blob `digest`; `dying`: being removed.
+ * `size` counts the bytes of every chunk committed.
+ */
+export interface ChunkRun {
+  state: "staging" | "part" | "blob" | "dying";
+  size: number;
+  modifiedAt: number;
+  uploadId?: string;
+  file?: string;
+  digest?: Digest;
+}
+
+/** A part of a session of the KV blob store. */
+export interface StoredPart {
+  run: string;
+  size: number;
+  modifiedAt: number;
+}
+
 /** A descriptor in the referrers index (end-12). */
 export interface ReferrerDescriptor {
   mediaType: string;
@@ -183,6 +218,19 @@ export const allUploadParts = () => ["upload_parts"] as const;
 export const uploadCountKey = (name: string) => ["upload_counts", name] as const;
 export const uploadTotalKey = () => ["upload_total"] as const;
 export const secretKey = (name: string) => ["secrets", name] as const;
+export const storeBlobKey = (digest: Digest) => ["store_blobs", digest] as const;
+export const storeBlobsPrefix = () => ["store_blobs"] as const;
+export const storeRunKey = (run: string) => ["store_runs", run] as const;
+export const storeRunsPrefix = () => ["store_runs"] as const;
+export const storeUnsettledKey = (run: string) => ["store_unsettled", run] as const;
+export const storeUnsettledPrefix = () => ["store_unsettled"] as const;
+export const storeChunkKey = (run: string, index: number) => ["store_chunks", run, index] as const;
+export const storeChunksPrefix = (run: string) => ["store_chunks", run] as const;
+export const storeSessionKey = (uploadId: string) => ["store_sessions", uploadId] as const;
+export const storeSessionsPrefix = () => ["store_sessions"] as const;
+export const storePartKey = (uploadId: string, file: string) =>
+  ["store_parts", uploadId, file] as const;
+export const storePartsPrefix = (uploadId: string) => ["store_parts", uploadId] as const;
 export const schemaKey = () => ["schema"] as const;
 export const migrationKey = () => ["schema_migration"] as const;
 export const gcRefsKey = (name: string, digest: Digest) => ["gc_refs", name, digest] as const;
