@@ -52,7 +52,10 @@ export function requestBody(req: Request, ms: number): ReadableStream<Uint8Array
       }
     }
     if (byob) return await byob.read(view);
-    return await plain!.read();
+    for (;;) {
+      const result = await plain!.read();
+      if (result.done || result.value.length > 0) return result; // skip empty chunks
+    }
   };
   return new ReadableStream({
     type: "bytes",
@@ -72,7 +75,7 @@ export function requestBody(req: Request, ms: number): ReadableStream<Uint8Array
           request.respondWithNewView(value as Uint8Array<ArrayBuffer>);
         } else if (done) {
           controller.close();
-          request.respond(0);
+          request.respondWithNewView(new Uint8Array(view.buffer, view.byteOffset, 0));
         } else if (value!.length <= view.length) {
           view.set(value!);
           request.respond(value!.length);
