@@ -267,6 +267,50 @@ export function blobStoreSuite(name: string, makeStore: () => Promise<StoreFixtu
     await store.removeUpload("up-2");
   });
 
+  test("chunks written with the optional lock and `at` finish to exactly the acknowledged ones", async (store) => {
+    // A store may ignore the hints (no lockUpload, `at` unused): the same calls must still hold.
+    const chunks = [bytesOf(300_000, 41), bytesOf(1, 42), bytesOf(2 * 1024 * 1024 + 3, 43)];
+    const whole = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+    let at = 0;
+    const parts = [];
+    for (const chunk of chunks) {
+      const lock = await store.lockUpload?.("held");
+      try {
+        // A chunk that loses its race first: written, then removed, never acknowledged.
+        const lost = await store.writePart("held", bodyOf(bytesOf(70_000, 44)), {
+          algorithm: "sha256",
+          ...(lock ? { at } : {}),
+        });
+        await store.removePart("held", lost.file);
+        const part = await store.writePart("held", bodyOf(chunk, 8191), {
+          algorithm: "sha256",
+          ...(lock ? { at } : {}),
+        });
+        assert.equal(part.size, chunk.length);
+        store.acknowledgePart?.("held", part);
+        parts.push(part);
+      } finally {
+        await lock?.release();
+      }
+      whole.set(chunk, at);
+      at += chunk.length;
+    }
+    const lock = await store.lockUpload?.("held");
+    try {
+      const wrong = await store.finish("held", parts, digestOf(chunks[0]!));
+      assert.equal(wrong.ok, false);
+      assert.deepEqual(await store.finish("held", parts, digestOf(whole)), {
+        ok: true,
+        size: whole.length,
+      });
+    } finally {
+      await lock?.release();
+    }
+    await store.removeUpload("held");
+    assert.deepEqual(await readAll((await store.open(digestOf(whole)))!.stream), whole);
+    assert.deepEqual(await collect(store.listUploads()), []);
+  });
+
   test("finish() assembles several parts in order", async (store) => {
     const chunks = [bytesOf(100_000, 1), bytesOf(1, 2), bytesOf(0, 3), bytesOf(1_300_000, 4)];
     const whole = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));

@@ -229,7 +229,7 @@ Deno.test("crash: SIGKILL between PATCH chunks, during one and during the closin
   await withDataDir(async (dir) => {
     const name = "crash/chunked";
     const idle = [randomBytes(MiB, 21), randomBytes(MiB + 12345, 22), randomBytes(700_000, 23)];
-    const busy = [randomBytes(2 * MiB, 31), randomBytes(3 * MiB, 32), randomBytes(MiB, 33)];
+    const busy = [randomBytes(2 * MiB, 31), randomBytes(3 * MiB, 32), randomBytes(3 * MiB, 33)];
     // Large enough that assembling them into one blob takes a while.
     const block = randomBytes(16 * MiB, 51);
     const closing = [1, 2, 3].map((i) => {
@@ -281,8 +281,8 @@ Deno.test("crash: SIGKILL between PATCH chunks, during one and during the closin
       expect(await patch(reg, busyAt, 0, busy[0]!), 202, "busy chunk 0");
       expect(await patch(reg, busyAt, busy[0]!.length, busy[1]!), 202, "busy chunk 1");
       const third = gatedBody(
-        [busy[2]!.slice(0, 512 * 1024), busy[2]!.slice(512 * 1024)],
-        512 * 1024,
+        [busy[2]!.slice(0, 2 * MiB), busy[2]!.slice(2 * MiB)],
+        2 * MiB,
       );
       const inFlight = fetch(reg.url + busyAt, {
         method: "PATCH",
@@ -293,46 +293,38 @@ Deno.test("crash: SIGKILL between PATCH chunks, during one and during the closin
         return res.status;
       }, (error: unknown) => error);
       const busyId = busyAt.split("/").at(-1)!;
-      // A third part file appears and holds some of the chunk.
+      // The session's data file grows past the acknowledged offset: the chunk is being written.
+      const busyOffset = busy[0]!.length + busy[1]!.length;
       await waitFor("the third chunk to reach the disk", async () => {
-        let files = 0;
-        let nonEmpty = false;
-        for await (const file of Deno.readDir(join(dir, "uploads", busyId))) {
-          files++;
-          const size = (await Deno.stat(join(dir, "uploads", busyId, file.name)).catch(() => null))
-            ?.size;
-          if (
-            size !== undefined && size > 0 && size !== busy[0]!.length && size !== busy[1]!.length
-          ) nonEmpty = true;
-        }
-        return files === 3 && nonEmpty;
+        const info = await Deno.stat(join(dir, "uploads", busyId, "data")).catch(() => null);
+        return (info?.size ?? 0) > busyOffset;
       });
-      // Session "closing": every chunk acknowledged, the closing PUT assembling them at the kill.
+      // Session "closing": two chunks acknowledged, the closing PUT's last chunk half sent.
       let offset = 0;
-      for (const part of closing) {
+      for (const part of closing.slice(0, 2)) {
         expect(await patch(reg, closingAt, offset, part), 202, "closing chunk");
         offset += part.length;
       }
+      const lastChunk = gatedBody(
+        [closing[2]!.slice(0, 4 * MiB), closing[2]!.slice(4 * MiB)],
+        4 * MiB,
+      );
       const closingPut = fetch(`${reg.url}${closingAt}?digest=${sha256(whole(closing))}`, {
         method: "PUT",
+        headers: { "Content-Type": "application/octet-stream" },
+        body: lastChunk.stream,
       }).then(async (res) => {
         await res.body?.cancel();
         return res.status;
       }, (error: unknown) => error);
       const closingId = closingAt.split("/").at(-1)!;
-      await waitFor("the closing PUT to start assembling", async () => {
-        for await (const file of Deno.readDir(join(dir, "uploads", closingId))) {
-          if (!file.name.startsWith("a-")) continue;
-          const size = (await Deno.stat(join(dir, "uploads", closingId, file.name)).catch(() =>
-            null
-          ))
-            ?.size;
-          if (size !== undefined && size > 0) return true;
-        }
-        return false;
+      await waitFor("the closing PUT's chunk to reach the disk", async () => {
+        const info = await Deno.stat(join(dir, "uploads", closingId, "data")).catch(() => null);
+        return (info?.size ?? 0) > offset;
       });
       await reg.kill();
       third.release();
+      lastChunk.release();
       assert.ok((await inFlight) instanceof Error, "the interrupted PATCH got an answer");
       assert.ok((await closingPut) instanceof Error, "the interrupted closing PUT got an answer");
     } finally {
@@ -350,15 +342,23 @@ Deno.test("crash: SIGKILL between PATCH chunks, during one and during the closin
         assert.equal(status.headers.get("Location"), at);
       }
       // A client that believes the half-sent chunk arrived is told where the session is.
-      const wrong = await patch(reg, busyAt, busyOffset + 512 * 1024, busy[2]!.slice(512 * 1024));
+      const wrong = await patch(reg, busyAt, busyOffset + 2 * MiB, busy[2]!.slice(2 * MiB));
       expect(wrong, 416, "chunk past the acknowledged offset");
       assert.equal(wrong.headers.get("Range"), `0-${busyOffset - 1}`);
-      // The interrupted closing PUT, sent again, completes the session.
+      // The interrupted closing PUT, sent again with its chunk, completes the session.
       const closingBlob = whole(closing);
+      const closingOffset = closing[0]!.length + closing[1]!.length;
       const closingStatus = expect(await call(reg, closingAt), 204, "GET closing session");
-      assert.equal(closingStatus.headers.get("Range"), `0-${closingBlob.length - 1}`);
+      assert.equal(closingStatus.headers.get("Range"), `0-${closingOffset - 1}`);
       expect(
-        await call(reg, `${closingAt}?digest=${sha256(closingBlob)}`, { method: "PUT" }),
+        await call(reg, `${closingAt}?digest=${sha256(closingBlob)}`, {
+          method: "PUT",
+          headers: {
+            "Content-Type": "application/octet-stream",
+            "Content-Range": `${closingOffset}-${closingBlob.length - 1}`,
+          },
+          body: closing[2]!,
+        }),
         201,
         "closing PUT again",
       );
@@ -397,6 +397,63 @@ Deno.test("crash: SIGKILL between PATCH chunks, during one and during the closin
     }
     const report = await assertFsckClean(dir, "after the restart");
     assert.match(report.at(-1)!, / 0 uploads/);
+  });
+});
+
+Deno.test("crash: a chunk after a closing PUT killed between placing the blob and its commit never writes into that blob", async () => {
+  await withDataDir(async (dir) => {
+    const name = "crash/linked";
+    const first = randomBytes(3 * MiB, 61);
+    const second = randomBytes(2 * MiB + 5, 62);
+    let reg = await spawnRegistry(["--data", dir]);
+    let at = "";
+    try {
+      at = expect(await call(reg, `/v2/${name}/blobs/uploads/`, { method: "POST" }), 202, "POST")
+        .headers.get("Location")!;
+      expect(
+        await call(reg, at, {
+          method: "PATCH",
+          headers: { "Content-Range": `0-${first.length - 1}` },
+          body: first,
+        }),
+        202,
+        "first chunk",
+      );
+      assert.equal(await reg.stop(), 0);
+    } finally {
+      await reg.kill();
+    }
+    // What a closing PUT killed after its hard link and before its commit leaves behind.
+    const partial = sha256(first).slice("sha256:".length);
+    const blobDir = join(dir, "blobs", "sha256", partial.slice(0, 2));
+    await Deno.mkdir(blobDir, { recursive: true });
+    const placed = join(blobDir, partial);
+    await Deno.link(join(dir, "uploads", at.split("/").at(-1)!, "data"), placed);
+
+    reg = await spawnRegistry(["--data", dir]);
+    try {
+      expect(
+        await call(reg, at, {
+          method: "PATCH",
+          headers: { "Content-Range": `${first.length}-${first.length + second.length - 1}` },
+          body: second,
+        }),
+        202,
+        "a chunk after the restart",
+      );
+      assert.deepEqual(await Deno.readFile(placed), first, "the placed blob is untouched");
+      const whole = new Uint8Array(first.length + second.length);
+      whole.set(first);
+      whole.set(second, first.length);
+      expect(await call(reg, `${at}?digest=${sha256(whole)}`, { method: "PUT" }), 201, "PUT");
+      const read = expect(await call(reg, `/v2/${name}/blobs/${sha256(whole)}`), 200, "GET");
+      assert.deepEqual(read.body, whole);
+      assert.deepEqual(await Deno.readFile(placed), first, "the placed blob is still untouched");
+      assert.equal(await reg.stop(), 0);
+    } finally {
+      await reg.kill();
+    }
+    await assertFsckClean(dir, "after the restart");
   });
 });
 

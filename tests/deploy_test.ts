@@ -1,6 +1,7 @@
 /**
  * Berth in deploy mode, as on Deno Deploy: `main.ts serve --deploy --blobs kv`
- * under Deno's permission flags with every disk write denied except the KV
+ * (and `--blobs s3://…` on a throw-away Ceph RGW, the S3 credentials from the
+ * AWS variables) under Deno's permission flags with every disk write denied except the KV
  * file (and SQLite's `-wal` and `-shm` beside it), and `--unstable-cron` for
  * its collector. skopeo pushes and pulls the test images (tests/e2e/clients.sh
  * `make_test_images`) through it, anonymously and in token mode (the signing
@@ -23,6 +24,7 @@ import {
   writeClientConfigs,
 } from "./_e2e.ts";
 import { bytesOf } from "./_blob_store_suite.ts";
+import { cephForFile } from "./_ceph.ts";
 
 const USER = "alice";
 const PASSWORD = "deploy horse 9";
@@ -31,9 +33,24 @@ const PASSWORD = "deploy horse 9";
  * The blob stores deploy mode is tested with. Another store adds a row: its `--blobs`
  * value, the hosts it must reach (`--allow-net`) and its environment (credentials).
  */
+const ceph = await cephForFile();
+const BUCKET = "deploy";
+await ceph.createBucket(BUCKET);
+
 const BACKENDS: { name: string; blobs: string; net: string[]; env: Record<string, string> }[] = [
   // The largest-blob (413) checks apply to this row only: --kv-max-blob-bytes is the KV store's.
   { name: "KV", blobs: "kv", net: [], env: {} },
+  {
+    name: "S3",
+    blobs: `s3://${BUCKET}`,
+    net: [new URL(ceph.endpoint).host],
+    env: {
+      AWS_ENDPOINT_URL_S3: ceph.endpoint,
+      AWS_REGION: ceph.region,
+      AWS_ACCESS_KEY_ID: ceph.accessKey,
+      AWS_SECRET_ACCESS_KEY: ceph.secretKey,
+    },
+  },
 ];
 
 type Backend = typeof BACKENDS[number];
@@ -150,6 +167,10 @@ for (const backend of BACKENDS) {
   Deno.test(`deploy mode (${backend.name} blobs) writes only its KV file and serves skopeo pushes and pulls, anonymous and with tokens`, (t) =>
     deployRound(t, backend));
 }
+
+Deno.test("the throw-away Ceph cluster of the S3 rows stops", async () => {
+  await ceph.stop();
+});
 
 async function deployRound(t: Deno.TestContext, backend: Backend): Promise<void> {
   for (const name of ["bash", "skopeo", "busybox"]) {

@@ -134,7 +134,8 @@ async function uploadFiles(reg: TestRegistry): Promise<string[]> {
     for await (const entry of Deno.readDir(dir)) {
       const path = join(dir, entry.name);
       if (entry.isDirectory) await walk(path);
-      else found.push(path);
+      // A session's lock file, and its data file cut back to nothing, hold no bytes.
+      else if ((await Deno.stat(path)).size > 0) found.push(path);
     }
   }
   await walk(join(reg.dataDir, "uploads"));

@@ -401,6 +401,7 @@ function judgeSession(
   const stored = scan.sessionFiles.get(uploadId) ?? new Map<string, number>();
   let sum = 0;
   let index = 0;
+  const ends = furthest(parts);
   for (const part of parts) {
     const at = part.key?.index;
     if (at === undefined || at >= r.parts) {
@@ -427,11 +428,33 @@ function judgeSession(
     const size = stored.get(p.file);
     const digest = scan.partDigests.get(uploadId)?.get(p.file);
     if (size === undefined) fact.faults.push(`part ${at} file ${p.file} is missing`);
-    else if (size !== p.size || (digest !== undefined && digest !== p.digest)) {
+    else if (p.through !== undefined) {
+      // Appended to one session file: its bytes end at `through`, which the file
+      // reaches (past it: a chunk cut off by the next writer); the file was hashed
+      // up to the furthest part, whose digest is the running one.
+      if (
+        !isSize(p.through) || p.through !== sum || size < p.through ||
+        (p.through === ends.get(p.file) && digest !== undefined && digest !== p.digest)
+      ) {
+        fact.faults.push(`part ${at} file ${p.file} does not match its record`);
+      }
+    } else if (size !== p.size || (digest !== undefined && digest !== p.digest)) {
       fact.faults.push(`part ${at} file ${p.file} does not match its record`);
     }
   }
   if (index < r.parts) fact.faults.push(`parts ${index}..${r.parts - 1} are missing`);
   if (sum !== r.offset) fact.faults.push(`parts add up to ${sum}, offset is ${r.offset}`);
   return fact;
+}
+
+/** The furthest `through` of the parts in each file. */
+function furthest(parts: AuditEntry<"upload_parts">[]): Map<unknown, number> {
+  const ends = new Map<unknown, number>();
+  for (const part of parts) {
+    const p = part.value as { file?: unknown; through?: unknown } | null;
+    if (typeof p?.through === "number") {
+      ends.set(p.file, Math.max(ends.get(p.file) ?? 0, p.through));
+    }
+  }
+  return ends;
 }

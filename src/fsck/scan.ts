@@ -85,6 +85,18 @@ export async function scanStores(
       algorithms.set(entry.key.uploadId, algorithm);
     }
   }
+  // Parts appended to one session file (`through`) are hashed as that file's first
+  // bytes up to the furthest of them: their running digest.
+  const throughs = new Map<string, Map<string, number>>();
+  for (const entry of (meta as Entries).upload_parts) {
+    const value = entry.value as { file?: unknown; through?: unknown } | null;
+    const uploadId = entry.parts[0];
+    if (typeof uploadId !== "string" || typeof value?.file !== "string") continue;
+    if (typeof value.through !== "number") continue;
+    const files = throughs.get(uploadId) ?? new Map<string, number>();
+    files.set(value.file, Math.max(files.get(value.file) ?? 0, value.through));
+    throughs.set(uploadId, files);
+  }
   const sessionFiles = new Map<string, Map<string, number>>();
   const partDigests = new Map<string, Map<string, Digest>>();
   for await (const { uploadId } of storage.listUploads()) {
@@ -93,7 +105,8 @@ export async function scanStores(
     const algorithm = algorithms.get(uploadId);
     for await (const part of storage.listParts(uploadId)) {
       files.set(part.file, part.size);
-      const stream = algorithm ? await storage.openPart(uploadId, part.file) : null;
+      const through = throughs.get(uploadId)?.get(part.file);
+      const stream = algorithm ? await storage.openPart(uploadId, part.file, through) : null;
       if (!stream || !algorithm) continue;
       const hash = createHash(algorithm);
       for await (const chunk of stream) hash.update(chunk);

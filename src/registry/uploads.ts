@@ -2,10 +2,16 @@
  * The upload session protocol: start (with caps), append a chunk, finish,
  * cancel, status.
  *
- * Each chunk is written to its own part, then acknowledged by one KV commit
- * that checks the session is as the request found it; a request that loses a
- * race gets 416 and its part is removed. So two racing PATCHes can never mix
- * their bytes, and any process sharing the stores can take the next chunk.
+ * Each chunk is written as a part, then acknowledged by one KV commit that
+ * checks the session is as the request found it; a request that loses a race
+ * gets 416 and its part is removed. So two racing PATCHes can never mix their
+ * bytes, and any process sharing the stores can take the next chunk.
+ *
+ * When the store has a session lock (`lockUpload`), a chunk is written and
+ * committed under it, after the session is read again: the store may then
+ * append chunks to one file at the acknowledged offset (`at`) with a running
+ * digest, and a racing chunk waits for the lock and gets its 416 from the
+ * offset it then reads.
  *
  * @module
  */
@@ -13,7 +19,7 @@ import { type Algorithm, type Digest, digestAlgorithm } from "../oci/digest.ts";
 import { OciError } from "../oci/errors.ts";
 import { parseContentRange, uploadRangeHeader } from "../oci/range.ts";
 import type { UploadSession } from "../meta/metadata_store.ts";
-import { UPLOAD_ID_REGEXP, type WrittenPart } from "../storage/blob_store.ts";
+import { UPLOAD_ID_REGEXP, type UploadLock, type WrittenPart } from "../storage/blob_store.ts";
 import type { RegistryContext } from "./context.ts";
 import { uploadUnknown } from "./errors.ts";
 import { settledBytes } from "../gc/bytes.ts";
@@ -97,13 +103,44 @@ export class Uploads {
 
   /** Appends a chunk and acknowledges it; where the session stands after it. */
   async append(name: string, uploadId: string, chunk: Chunk): Promise<UploadState> {
+    const lock = await this.#lock(name, uploadId, chunk);
+    try {
+      const session = await this.#load(name, uploadId, lock);
+      const part = await this.#writeChunk(name, session, chunk, undefined, lock);
+      if (!part) return stateOf(name, session);
+      const next = await this.#ctx.meta.commitPart(session, part);
+      if (next) {
+        this.#ctx.blobs.acknowledgePart?.(uploadId, part);
+        return stateOf(name, next);
+      }
+      await this.#ctx.blobs.removePart(uploadId, part.file);
+      return await this.#lostRace(name, session);
+    } finally {
+      await lock?.release();
+    }
+  }
+
+  /**
+   * Takes the session's writer lock when the store has one, after checking
+   * the session exists and the chunk starts where it stands (so a chunk that
+   * is plainly out of order gets its 416 without waiting). Null without.
+   */
+  async #lock(name: string, uploadId: string, chunk: Chunk): Promise<UploadLock | null> {
     const session = await this.#load(name, uploadId);
-    const part = await this.#writeChunk(name, session, chunk);
-    if (!part) return stateOf(name, session);
-    const next = await this.#ctx.meta.commitPart(session, part);
-    if (next) return stateOf(name, next);
-    await this.#ctx.blobs.removePart(uploadId, part.file);
-    return await this.#lostRace(name, session);
+    const blobs = this.#ctx.blobs;
+    if (!blobs.lockUpload) return null;
+    if (chunk.contentRange !== null) {
+      const range = parseContentRange(chunk.contentRange);
+      if (range.start !== session.record.offset) {
+        await chunk.body?.cancel().catch(() => {});
+        const state = stateOf(name, session);
+        throw outOfOrder(
+          state,
+          `Chunk starts at ${range.start}, but the upload is at ${state.offset}`,
+        );
+      }
+    }
+    return await this.#onSessionFiles(uploadId, () => blobs.lockUpload!(uploadId));
   }
 
   /**
@@ -113,9 +150,24 @@ export class Uploads {
    * mismatch ends the session, as Distribution does: its bytes are not that blob.
    */
   async finish(name: string, uploadId: string, digest: Digest, chunk: Chunk): Promise<void> {
+    const lock = await this.#lock(name, uploadId, chunk);
+    try {
+      await this.#finish(name, uploadId, digest, chunk, lock);
+    } finally {
+      await lock?.release();
+    }
+  }
+
+  async #finish(
+    name: string,
+    uploadId: string,
+    digest: Digest,
+    chunk: Chunk,
+    lock: UploadLock | null,
+  ): Promise<void> {
     const { meta, blobs } = this.#ctx;
-    const session = await this.#load(name, uploadId);
-    const part = await this.#writeChunk(name, session, chunk, digest);
+    const session = await this.#load(name, uploadId, lock);
+    const part = await this.#writeChunk(name, session, chunk, digest, lock);
     const parts = [...await meta.listUploadParts(session), ...(part ? [part] : [])];
     // The parts stay until the session's commit: if a collection removed the same bytes
     // meanwhile (the commit says "stale"), they are placed again.
@@ -156,11 +208,18 @@ export class Uploads {
     await this.#ctx.blobs.removeUpload(uploadId);
   }
 
-  async #load(name: string, uploadId: string): Promise<UploadSession> {
+  /**
+   * The session `uploadId` of `name`, or 404. Read under a `lock` (taken for
+   * a session that existed), a session gone meanwhile had its files removed
+   * before the lock was let go, and taking it may have made its folder
+   * again: that goes too.
+   */
+  async #load(name: string, uploadId: string, lock?: UploadLock | null): Promise<UploadSession> {
     const session = UPLOAD_ID_REGEXP.test(uploadId)
       ? await this.#ctx.meta.getUpload(uploadId)
       : null;
     if (!session || session.record.name !== name) {
+      if (lock && !session) await this.#ctx.blobs.removeUpload(uploadId);
       throw uploadUnknown(`Upload "${uploadId.slice(0, 100)}" is not known in "${name}"`);
     }
     return session;
@@ -191,6 +250,7 @@ export class Uploads {
     session: UploadSession,
     chunk: Chunk,
     alsoHash?: Digest,
+    lock?: UploadLock | null,
   ): Promise<WrittenPart | null> {
     const { uploadId } = session;
     const state = stateOf(name, session);
@@ -218,6 +278,7 @@ export class Uploads {
       algorithm: session.record.algorithm,
       ...(expected === undefined ? {} : { limit: expected }),
       ...(alsoHash ? { alsoHash: digestAlgorithm(alsoHash) } : {}),
+      ...(lock ? { at: state.offset } : {}),
     };
     const blobs = this.#ctx.blobs;
     const part = await this.#onSessionFiles(

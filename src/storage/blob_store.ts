@@ -46,6 +46,19 @@ export interface WrittenPart {
   digest: Digest;
   /** Digest of this part with the algorithm of the digest the client gave, when it differs. */
   expected?: Digest;
+  /**
+   * Set only by a store that appends a session's chunks to one file (given
+   * `at` under {@linkcode UploadStore.lockUpload}): the part is the bytes of
+   * `file` from `through - size` to `through`, and `digest` is then the
+   * running digest of the session's bytes `0..through`, not of this part alone.
+   */
+  through?: number;
+}
+
+/** A session's writer lock (see {@linkcode UploadStore.lockUpload}). */
+export interface UploadLock {
+  /** Lets the next writer in. Idempotent. */
+  release(): Promise<void>;
 }
 
 /** The result of storing or assembling a blob. */
@@ -76,7 +89,15 @@ export interface BlobStore {
   close(): Promise<void>;
 }
 
-/** Upload sessions: each chunk is written as its own part, then assembled. */
+/**
+ * Upload sessions: each chunk is written as a part, acknowledged by the
+ * metadata store, then the parts are assembled.
+ *
+ * The optional members are hints a store may ignore (it then keeps one file
+ * per part and stays correct): {@linkcode lockUpload} with `at` lets it
+ * append chunks to one session file and keep a running digest, and
+ * {@linkcode acknowledgePart} tells it which part was committed.
+ */
 export interface UploadStore {
   /**
    * The smallest chunk this store assembles without copying it through
@@ -86,14 +107,34 @@ export interface UploadStore {
   /**
    * Writes `body` as a new, durable part of session `uploadId`, hashing it
    * with `algorithm` (and with `alsoHash` when given). Throws `TooLargeError`
-   * past `limit` bytes; on any failure nothing is left behind.
+   * past `limit` bytes; on any failure nothing is left behind (except, with
+   * `at`, bytes past `at` that the session's next writer cuts off).
+   *
+   * `at` (optional) is the session's acknowledged offset, given only while
+   * the caller holds {@linkcode lockUpload}'s lock, re-read under it. A store
+   * may then append the part at `at`, dropping whatever a lost or killed
+   * request left after it, and return a part with `through`.
    */
   writePart(
     uploadId: string,
     body: ReadableStream<Uint8Array> | null,
-    options: { algorithm: Algorithm; alsoHash?: Algorithm; limit?: number },
+    options: { algorithm: Algorithm; alsoHash?: Algorithm; limit?: number; at?: number },
   ): Promise<WrittenPart>;
-  /** Removes a part that lost the race to be committed. */
+  /**
+   * Optional. Takes session `uploadId`'s writer lock, shared by every process
+   * using the store, waiting while another request holds it. The caller holds
+   * it from before it re-reads the session until its commit of the part (or
+   * the session's end) is done, so at most one request appends to a session
+   * at a time. Only called for a session that exists.
+   */
+  lockUpload?(uploadId: string): Promise<UploadLock>;
+  /**
+   * Optional. Tells the store that `part` (just written by it) was committed,
+   * so it may keep its running digest for the session's next chunk. Never
+   * called for a part that lost its race.
+   */
+  acknowledgePart?(uploadId: string, part: WrittenPart): void;
+  /** Removes a part that lost the race to be committed (or was refused). */
   removePart(uploadId: string, file: string): Promise<void>;
   /**
    * Verifies the concatenated parts against `digest` and moves the blob into
@@ -109,8 +150,16 @@ export interface UploadStore {
   listUploads(): AsyncIterable<{ uploadId: string; modifiedAt: number }>;
   /** The parts stored for a session, by the names {@linkcode WrittenPart.file} uses. */
   listParts(uploadId: string): AsyncIterable<{ file: string; size: number }>;
-  /** Reads a stored part (fsck hashes it against its record), or null. */
-  openPart(uploadId: string, file: string): Promise<ReadableStream<Uint8Array> | null>;
+  /**
+   * Reads a stored part (fsck hashes it against its record), or null. With
+   * `length` (optional; fsck passes the largest `through` of the parts in the
+   * file), only that many bytes from its start.
+   */
+  openPart(
+    uploadId: string,
+    file: string,
+    length?: number,
+  ): Promise<ReadableStream<Uint8Array> | null>;
 }
 
 /** Something in a store that is neither a blob nor part of a session. */

@@ -4,10 +4,22 @@
  * ```
  * <root>/
  *   blobs/<algorithm>/<first 2 hex>/<hex>   immutable, verified blob bytes (layers, configs, manifests)
- *   uploads/<uploadId>/p-<random>           one file per acknowledged chunk of a session
- *   uploads/<uploadId>/a-<random>           a blob being assembled from several parts
- *   tmp/<random>                            manifests being written
+ *   uploads/<uploadId>/data                 a session's acknowledged chunks, appended in order
+ *   uploads/<uploadId>/lock                 empty; its flock is the session's writer lock
+ *   uploads/<uploadId>/p-<random>           one file per chunk (sessions of an older Berth)
+ *   uploads/<uploadId>/a-<random>           a blob being assembled from one-file parts
+ *   tmp/<random>                            monolithic uploads and manifests being written
  * ```
+ *
+ * A chunk is appended to `data` under the session's lock (`lockUpload`),
+ * which its writer holds until the metadata commit acknowledging it is done:
+ * the writer cuts `data` back to the acknowledged offset (what a killed or
+ * losing request left), appends, fsyncs, commits. A running digest per
+ * session is kept in memory while chunks arrive in order at this process; a
+ * session that moved here from another process (or a restart) re-hashes its
+ * acknowledged bytes once. Closing hard-links `data` into place: no copy.
+ * Once linked, `data` is never written again (a chunk after a finish that
+ * was killed before its commit first copies it).
  *
  * Everything is on one filesystem so that `rename` moves a verified file into
  * place atomically. Every file is fsynced before it is renamed, and the
@@ -32,9 +44,28 @@ import {
   type FinishResult,
   type Storage,
   UPLOAD_ID_REGEXP,
+  type UploadLock,
   type WrittenPart,
 } from "./blob_store.ts";
 import { fileStream, READ_BUFFER_BYTES, writeBody } from "./streams.ts";
+
+/** The file a session's chunks are appended to, and the one whose flock is its writer lock. */
+const DATA_FILE = "data";
+const LOCK_FILE = "lock";
+/** While a body is written, its data is flushed in the background every this many bytes. */
+const SYNC_EVERY_BYTES = 32 * 1024 * 1024;
+/** Running digests kept for at most this many sessions (the oldest go first). */
+const MAX_RUNNING = 1024;
+
+/** A session's running digest: the hash state over its bytes `0..end`. */
+interface Running {
+  /** Where the part that brought it here began (pending states only). */
+  start: number;
+  end: number;
+  algorithm: Algorithm;
+  digest: Digest;
+  hash: Hash;
+}
 
 /** A file of a session directory: parts (`p-…`), assemblies (`a-…`), or debris to remove. */
 const SESSION_FILE_REGEXP = /^(?!\.\.?$)[A-Za-z0-9._-]{1,100}$/;
@@ -105,6 +136,12 @@ async function newestMtime(dir: string): Promise<number> {
 /** Blob and upload storage in a directory. */
 export class FsBlobStore implements Storage {
   readonly root: string;
+  /** Session writer locks this process holds, by session. */
+  readonly #held = new Map<string, Deno.FsFile>();
+  /** Running digests of acknowledged bytes, by session. */
+  readonly #running = new Map<string, Running>();
+  /** The running digest after a written but not yet acknowledged part, by session. */
+  readonly #pending = new Map<string, Running>();
 
   private constructor(root: string) {
     this.root = root;
@@ -268,8 +305,12 @@ export class FsBlobStore implements Storage {
   async writePart(
     uploadId: string,
     body: ReadableStream<Uint8Array> | null,
-    options: { algorithm: Algorithm; alsoHash?: Algorithm; limit?: number },
+    options: { algorithm: Algorithm; alsoHash?: Algorithm; limit?: number; at?: number },
   ): Promise<WrittenPart> {
+    if (options.at !== undefined && this.#held.has(uploadId)) {
+      const part = await this.#append(uploadId, body, { ...options, at: options.at });
+      if (part) return part;
+    }
     const dir = this.#uploadDir(uploadId);
     await this.#makeDurableDir(dir);
     const name = `p-${randomName()}`;
@@ -282,11 +323,10 @@ export class FsBlobStore implements Storage {
     let size = 0;
     try {
       if (body) {
-        const hashes = other ? [hash, other] : [hash];
         size = await writeBody(
           body,
           file,
-          options.limit === undefined ? { hashes } : { hashes, limit: options.limit },
+          this.#writeOptions(other ? [hash, other] : [hash], options.limit),
         );
       }
       await file.sync();
@@ -307,6 +347,131 @@ export class FsBlobStore implements Storage {
     return part;
   }
 
+  #writeOptions(hashes: Hash[], limit: number | undefined) {
+    return limit === undefined
+      ? { hashes, syncEvery: SYNC_EVERY_BYTES }
+      : { hashes, limit, syncEvery: SYNC_EVERY_BYTES };
+  }
+
+  /** Takes the session's writer lock (an exclusive flock on its `lock` file). */
+  async lockUpload(uploadId: string): Promise<UploadLock> {
+    const dir = this.#uploadDir(uploadId);
+    await this.#makeDurableDir(dir);
+    const file = await Deno.open(join(dir, LOCK_FILE), { read: true, write: true, create: true });
+    try {
+      await file.lock(true);
+    } catch (error) {
+      file.close();
+      throw error;
+    }
+    // Another request of this process may hold it through another descriptor: wait for it.
+    while (this.#held.has(uploadId)) await new Promise((resolve) => setTimeout(resolve, 1));
+    this.#held.set(uploadId, file);
+    let released = false;
+    return {
+      release: () => {
+        if (!released) {
+          released = true;
+          if (this.#held.get(uploadId) === file) this.#held.delete(uploadId);
+          file.close(); // closing the descriptor releases the flock
+        }
+        return Promise.resolve();
+      },
+    };
+  }
+
+  acknowledgePart(uploadId: string, part: WrittenPart): void {
+    const pending = this.#pending.get(uploadId);
+    this.#pending.delete(uploadId);
+    if (!pending || part.through !== pending.end || part.digest !== pending.digest) return;
+    this.#running.delete(uploadId);
+    this.#running.set(uploadId, pending);
+    if (this.#running.size > MAX_RUNNING) {
+      this.#running.delete(this.#running.keys().next().value!);
+    }
+  }
+
+  /**
+   * Appends a chunk to the session's `data` at `at` (the lock is held), or
+   * null when the session keeps one file per part (begun by an older Berth).
+   */
+  async #append(
+    uploadId: string,
+    body: ReadableStream<Uint8Array> | null,
+    options: { algorithm: Algorithm; limit?: number; at: number },
+  ): Promise<WrittenPart | null> {
+    const { algorithm, at } = options;
+    const dir = this.#uploadDir(uploadId);
+    const path = join(dir, DATA_FILE);
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(path, { read: true, write: true });
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+      if (at > 0) return null;
+      await this.#makeDurableDir(dir);
+      file = await Deno.open(path, { read: true, write: true, create: true });
+      await syncDir(dir);
+    }
+    this.#pending.delete(uploadId);
+    try {
+      const info = await file.stat();
+      if (info.size < at) {
+        throw new Error(
+          `Upload ${uploadId} holds ${info.size} bytes, fewer than its ${at} acknowledged`,
+        );
+      }
+      if ((info.nlink ?? 1) > 1) {
+        // Linked into place by a finish killed before its commit: that inode is a blob now.
+        file.close();
+        file = await this.#privateCopy(dir, path, at);
+      } else if (info.size > at) {
+        await file.truncate(at);
+      }
+      const running = this.#running.get(uploadId);
+      const hash = running && running.end === at && running.algorithm === algorithm
+        ? running.hash.copy()
+        : await hashPrefix(file, at, algorithm);
+      await file.seek(at, Deno.SeekMode.Start);
+      let size = 0;
+      try {
+        if (body) size = await writeBody(body, file, this.#writeOptions([hash], options.limit));
+        await file.syncData();
+      } catch (error) {
+        await file.truncate(at).catch(() => {}); // else the next writer cuts it off
+        throw error;
+      }
+      const state = hash.copy();
+      const digest = makeDigest(algorithm, hash.digest("hex"));
+      const end = at + size;
+      this.#pending.set(uploadId, { start: at, end, algorithm, digest, hash: state });
+      return { file: DATA_FILE, size, digest, through: end };
+    } finally {
+      file.close();
+    }
+  }
+
+  /** Replaces `data` by a private copy of its first `length` bytes; the copy, open. */
+  async #privateCopy(dir: string, path: string, length: number): Promise<Deno.FsFile> {
+    const temp = join(dir, `d-${randomName()}`);
+    try {
+      const out = await Deno.open(temp, { read: true, write: true, createNew: true });
+      try {
+        using input = await Deno.open(path, { read: true });
+        await copyRange(input, out, 0, length, null, new Uint8Array(READ_BUFFER_BYTES));
+        await out.sync();
+        await Deno.rename(temp, path);
+        await syncDir(dir);
+        return out;
+      } catch (error) {
+        out.close();
+        throw error;
+      }
+    } finally {
+      await removeQuietly(temp);
+    }
+  }
+
   /** Creates `dir` (a child of an existing directory) and makes its entry durable. */
   async #makeDurableDir(dir: string): Promise<void> {
     try {
@@ -318,10 +483,31 @@ export class FsBlobStore implements Storage {
   }
 
   async removePart(uploadId: string, file: string): Promise<void> {
+    if (file === DATA_FILE) {
+      // Bytes past the acknowledged offset: cut off here while the lock is held,
+      // else by the session's next writer.
+      const pending = this.#pending.get(uploadId);
+      this.#pending.delete(uploadId);
+      if (pending && this.#held.has(uploadId)) {
+        await Deno.truncate(join(this.#uploadDir(uploadId), DATA_FILE), pending.start)
+          .catch(() => {});
+      }
+      return;
+    }
     await removeQuietly(this.#partPath(uploadId, file));
   }
 
   async finish(uploadId: string, parts: WrittenPart[], digest: Digest): Promise<FinishResult> {
+    const appended = parts.length > 0 && parts.every((p) => p.through !== undefined) &&
+      chained(parts);
+    if (appended) {
+      const lock = this.#held.has(uploadId) ? null : await this.lockUpload(uploadId);
+      try {
+        return await this.#finishAppended(uploadId, parts, digest);
+      } finally {
+        await lock?.release();
+      }
+    }
     const [only] = parts;
     if (parts.length === 1 && only && (only.digest === digest || only.expected === digest)) {
       // Hard-link, not rename: the part stays until the session's commit is
@@ -343,6 +529,46 @@ export class FsBlobStore implements Storage {
     return await this.#assemble(uploadId, parts, digest);
   }
 
+  /**
+   * Finishes a session whose parts were appended to `data` (its lock held):
+   * the last part's running digest says what the bytes hash to, so `data`
+   * is cut to the acknowledged length and hard-linked into place, unread.
+   */
+  async #finishAppended(
+    uploadId: string,
+    parts: WrittenPart[],
+    digest: Digest,
+  ): Promise<FinishResult> {
+    const last = parts.at(-1)!;
+    const size = last.through!;
+    const path = join(this.#uploadDir(uploadId), DATA_FILE);
+    using file = await Deno.open(path, { read: true, write: true });
+    const info = await file.stat();
+    if (info.size < size) {
+      throw new Error(
+        `Upload ${uploadId} holds ${info.size} bytes, fewer than its ${size} acknowledged`,
+      );
+    }
+    let actual = last.digest;
+    if (digestAlgorithm(last.digest) !== digestAlgorithm(digest)) {
+      actual = makeDigest(
+        digestAlgorithm(digest),
+        (await hashPrefix(file, size, digestAlgorithm(digest))).digest("hex"),
+      );
+    }
+    if (actual !== digest) return { ok: false, actual, size };
+    if (info.size > size) {
+      if ((info.nlink ?? 1) > 1) throw new Error(`Upload ${uploadId}: linked data grew`);
+      await file.truncate(size);
+      await file.syncData();
+    }
+    this.#running.delete(uploadId);
+    // Hard-link: `data` stays until the session's commit is done, so a crash in
+    // between leaves a session that can still finish (and never writes to it again).
+    await this.#moveIntoPlace(path, digest, "link");
+    return { ok: true, size };
+  }
+
   /** Concatenates parts into one file while hashing it, then verifies and moves it. */
   async #assemble(uploadId: string, parts: WrittenPart[], digest: Digest): Promise<FinishResult> {
     const algorithm = digestAlgorithm(digest);
@@ -355,7 +581,8 @@ export class FsBlobStore implements Storage {
       const buffer = new Uint8Array(READ_BUFFER_BYTES);
       for (const part of parts) {
         using input = await Deno.open(this.#partPath(uploadId, part.file), { read: true });
-        size += await copyHashing(input, out, hash, buffer);
+        const start = part.through === undefined ? 0 : part.through - part.size;
+        size += await copyRange(input, out, start, part.size, hash, buffer);
       }
       await out.sync();
     } catch (error) {
@@ -401,19 +628,32 @@ export class FsBlobStore implements Storage {
 
   /**
    * Stores a whole body as blob `digest`, verified while it streams
-   * (monolithic uploads). Nothing is left behind on failure or mismatch.
+   * (monolithic uploads): written to `tmp/`, fsynced, renamed into place.
+   * Nothing is left behind on failure or mismatch.
    */
   async put(digest: Digest, body: ReadableStream<Uint8Array> | null): Promise<FinishResult> {
-    const scratch = `put-${crypto.randomUUID()}`;
+    const algorithm = digestAlgorithm(digest);
+    const temp = join(this.root, "tmp", randomName());
     try {
-      const part = await this.writePart(scratch, body, { algorithm: digestAlgorithm(digest) });
-      return await this.finish(scratch, [part], digest);
+      const hash = createHash(algorithm);
+      let size = 0;
+      {
+        using file = await Deno.open(temp, { createNew: true, write: true });
+        if (body) size = await writeBody(body, file, this.#writeOptions([hash], undefined));
+        await file.sync();
+      }
+      const actual = makeDigest(algorithm, hash.digest("hex"));
+      if (actual !== digest) return { ok: false, actual, size };
+      await this.#moveIntoPlace(temp, digest);
+      return { ok: true, size };
     } finally {
-      await this.removeUpload(scratch);
+      await removeQuietly(temp);
     }
   }
 
   async removeUpload(uploadId: string): Promise<void> {
+    this.#running.delete(uploadId);
+    this.#pending.delete(uploadId);
     // A request that lost a race to end the session may still be creating a
     // part file in the directory; the recursive remove then fails with
     // ENOTEMPTY, so go round again.
@@ -435,7 +675,11 @@ export class FsBlobStore implements Storage {
     }
   }
 
-  async openPart(uploadId: string, file: string): Promise<ReadableStream<Uint8Array> | null> {
+  async openPart(
+    uploadId: string,
+    file: string,
+    length?: number,
+  ): Promise<ReadableStream<Uint8Array> | null> {
     let handle: Deno.FsFile;
     try {
       handle = await Deno.open(this.#partPath(uploadId, file), { read: true });
@@ -444,7 +688,8 @@ export class FsBlobStore implements Storage {
       throw error;
     }
     try {
-      return fileStream(handle, 0, (await handle.stat()).size);
+      const size = (await handle.stat()).size;
+      return fileStream(handle, 0, length === undefined ? size : Math.min(length, size));
     } catch (error) {
       handle.close();
       throw error;
@@ -454,26 +699,57 @@ export class FsBlobStore implements Storage {
   async *listParts(uploadId: string): AsyncIterable<{ file: string; size: number }> {
     const dir = this.#uploadDir(uploadId);
     for (const entry of await readDirSorted(dir)) {
+      if (entry.name === LOCK_FILE) continue; // the writer lock, not a part
       const info = await statOrNull(join(dir, entry.name));
       if (info) yield { file: entry.name, size: info.isFile ? info.size : 0 };
     }
   }
 }
 
-async function copyHashing(
+/** Copies `length` bytes of `input` from `start` to `out` (at its position), hashing them. */
+async function copyRange(
   input: Deno.FsFile,
   out: Deno.FsFile,
-  hash: Hash,
+  start: number,
+  length: number,
+  hash: Hash | null,
   buffer: Uint8Array,
 ): Promise<number> {
+  await input.seek(start, Deno.SeekMode.Start);
   let total = 0;
-  for (;;) {
-    const n = await input.read(buffer);
-    if (n === null) return total;
+  while (total < length) {
+    const n = await input.read(buffer.subarray(0, Math.min(buffer.length, length - total)));
+    if (n === null) throw new Error(`File ended ${length - total} bytes early`);
     const chunk = buffer.subarray(0, n);
-    hash.update(chunk);
+    hash?.update(chunk);
     let written = 0;
     while (written < n) written += await out.write(chunk.subarray(written));
     total += n;
   }
+  return total;
+}
+
+/** A hash over the first `length` bytes of `file` (a session that moved between processes). */
+async function hashPrefix(file: Deno.FsFile, length: number, algorithm: Algorithm): Promise<Hash> {
+  const hash = createHash(algorithm);
+  await file.seek(0, Deno.SeekMode.Start);
+  const buffer = new Uint8Array(READ_BUFFER_BYTES);
+  let total = 0;
+  while (total < length) {
+    const n = await file.read(buffer.subarray(0, Math.min(buffer.length, length - total)));
+    if (n === null) throw new Error(`File ended ${length - total} bytes early`);
+    hash.update(buffer.subarray(0, n));
+    total += n;
+  }
+  return hash;
+}
+
+/** Whether appended parts follow each other from offset 0, in one file. */
+function chained(parts: WrittenPart[]): boolean {
+  let end = 0;
+  for (const part of parts) {
+    if (part.file !== DATA_FILE || part.through !== end + part.size) return false;
+    end = part.through;
+  }
+  return true;
 }
