@@ -119,12 +119,13 @@ Deno.test("three processes over one KV and one S3 bucket behave as one registry"
     await t.step(
       "a chunked upload moves from process to process and finishes on the third",
       async () => {
-        // 6 MiB chunks: S3's smallest part is 5 MiB; the last may be shorter.
+        // 6 MiB chunks: S3's smallest part is 5 MiB (the session says so); the last may be shorter.
         const bytes = bytesOf(14 * 1024 * 1024, 7);
         const digest = sha256(bytes);
         let res = await fetch(`${a.url}/v2/app/blobs/uploads/`, { method: "POST" });
         await res.body?.cancel();
         assert.equal(res.status, 202);
+        assert.equal(res.headers.get("OCI-Chunk-Min-Length"), String(5 * 1024 * 1024));
         let path = new URL(res.headers.get("Location")!, a.url).pathname +
           new URL(res.headers.get("Location")!, a.url).search;
         const chunk = 6 * 1024 * 1024;

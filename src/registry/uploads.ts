@@ -39,15 +39,22 @@ export interface UploadState {
   uploadId: string;
   /** Bytes acknowledged so far. */
   offset: number;
+  /**
+   * The smallest chunk the blob store takes without gathering (S3: 5 MiB), told to
+   * the client as `OCI-Chunk-Min-Length` when the session opens; smaller chunks work too.
+   */
+  minChunkBytes?: number;
 }
 
 /** The `Location`, `Range` and id a client is told of a session. */
 export function uploadLocation(state: UploadState): Record<string, string> {
-  return {
+  const headers: Record<string, string> = {
     Location: `/v2/${state.name}/blobs/uploads/${state.uploadId}`,
     Range: uploadRangeHeader(state.offset),
     "Docker-Upload-UUID": state.uploadId,
   };
+  if (state.minChunkBytes) headers["OCI-Chunk-Min-Length"] = String(state.minChunkBytes);
+  return headers;
 }
 
 function stateOf(name: string, session: UploadSession): UploadState {
@@ -93,7 +100,10 @@ export class Uploads {
     }
     const uploadId = crypto.randomUUID();
     await meta.createUpload(uploadId, name, algorithm);
-    return { name, uploadId, offset: 0 };
+    const minChunkBytes = this.#ctx.blobs.minChunkBytes;
+    return minChunkBytes
+      ? { name, uploadId, offset: 0, minChunkBytes }
+      : { name, uploadId, offset: 0 };
   }
 
   /** Where a session of `name` stands; 404 when there is no such session there. */
