@@ -193,6 +193,13 @@ const BACKOFF_MAX_MS = 1000;
 /** A connection whose internal server ended is closed once quiet this long. */
 const ORPHAN_QUIET_MS = 1000;
 const REPORT_INTERVAL_MS = 1000;
+/**
+ * A relay reads into a small buffer first and takes a large one (kept for
+ * reuse) only once a read fills the small one: small requests on many
+ * connections hold 16 KiB per direction, not 256 KiB, and large transfers
+ * still move 256 KiB per read.
+ */
+const RELAY_SMALL_BYTES = 16 * 1024;
 const RELAY_BUFFER_BYTES = 256 * 1024;
 /** Size of the reads of a handed-off file (see `sendFile`). */
 const FILE_BUFFER_BYTES = 1024 * 1024;
@@ -400,7 +407,6 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 const latin1 = new TextDecoder("latin1");
 const encodeLatin1 = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0));
 
-/** Writes `length` bytes of `file` from `start` to the client. */
 /** Writes `length` bytes of `file` from `start` to the client, then closes the file. */
 async function sendFile(conn: Connection, to: Deno.Conn, handOff: HandOff): Promise<void> {
   const { file, start, length } = handOff;
@@ -517,11 +523,12 @@ async function relay(
   conn: Connection,
   direction: "up" | "down",
 ): Promise<void> {
-  const buffer = spareBuffers.pop() ?? new Uint8Array(RELAY_BUFFER_BYTES);
+  let buffer: Uint8Array = new Uint8Array(RELAY_SMALL_BYTES);
   try {
     for (;;) {
       const n = await from.read(buffer);
       if (n === null) break;
+      const full = n === buffer.length && buffer.length < RELAY_BUFFER_BYTES;
       const bytes = buffer.subarray(0, n);
       if (direction === "up" ? clientTraffic(conn, bytes) : serverTraffic(conn, bytes)) {
         const now = Date.now();
@@ -537,13 +544,17 @@ async function relay(
           (handOff) => sendFile(conn, to, handOff),
         );
       } else await writeAll(to, bytes);
+      // Written: the small buffer may give way to a large one (a big transfer is under way).
+      if (full) buffer = spareBuffers.pop() ?? new Uint8Array(RELAY_BUFFER_BYTES);
     }
     if (conn.heldDown) await writeAll(to, conn.heldDown);
     await to.closeWrite().catch(() => {});
   } catch {
     close(conn);
   } finally {
-    if (spareBuffers.length < SPARE_BUFFERS) spareBuffers.push(buffer);
+    if (buffer.length === RELAY_BUFFER_BYTES && spareBuffers.length < SPARE_BUFFERS) {
+      spareBuffers.push(buffer);
+    }
   }
 }
 
