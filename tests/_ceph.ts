@@ -5,7 +5,7 @@
  * radosgw on a free loopback port, one S3 user. Everything lives in a temp
  * directory; {@linkcode startCeph} takes a few seconds, so a test file
  * starts it once. Needs Debian's `ceph-mon`, `ceph-osd`, `radosgw` and
- * `ceph-common` (without them the tests are skipped, but fail on CI).
+ * `ceph-common` (without them the tests fail: `.ci/run` installs them).
  *
  * @module
  */

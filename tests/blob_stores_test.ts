@@ -2,7 +2,7 @@
  * The shared blob store suite (`_blob_store_suite.ts`) against every backend
  * Berth can be configured with, each opened the way `--blobs` opens it. A new
  * backend adds a row to `BACKENDS`. The S3 rows run against a throw-away
- * Ceph RADOS Gateway started once for this file (skipped without Ceph).
+ * Ceph RADOS Gateway started once for this file (Ceph must be installed).
  *
  * @module
  */

@@ -69,7 +69,7 @@
  * connection is not waiting for is relayed as it is. Over TLS or HTTP/2 the
  * guard cannot see headers, and the handler streams the body as before.
  *
- * The relay costs some small-request rate (see the README's benchmarks);
+ * The relay costs some small-request rate (see the README's Performance section);
  * `--idle-timeout 0` serves directly instead.
  *
  * @module

@@ -34,6 +34,7 @@
  * | `["store_chunks", run, index]` | `Uint8Array` (≤ 63 KiB) | the KV blob store: the bytes, in order |
  * | `["store_sessions", uploadId]` | `{ modifiedAt }` | the KV blob store: a session with parts; commits that change its parts rewrite it |
  * | `["store_parts", uploadId, file]` | `{ run, size, modifiedAt }` | the KV blob store: a part of a session (a run) |
+ * | `["secrets", name]` | bytes | keys Berth generates once and shares between processes: the catalog cursor seal, a token signing key (deploy mode) |
  * | `["schema"]` | {@linkcode SchemaRecord} | the layout version of this KV; start-up migrates older ones |
  * | `["schema_migration"]` | {@linkcode MigrationRecord} | a migration in progress: where to resume after a crash |
  *

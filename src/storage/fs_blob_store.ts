@@ -6,9 +6,9 @@
  *   blobs/<algorithm>/<first 2 hex>/<hex>   immutable, verified blob bytes (layers, configs, manifests)
  *   uploads/<uploadId>/data                 a session's acknowledged chunks, appended in order
  *   uploads/<uploadId>/lock                 empty; its flock is the session's writer lock
- *   uploads/<uploadId>/p-<random>           one file per chunk (sessions of an older Berth)
+ *   uploads/<uploadId>/p-<random>           one file per part: a monolithic push (`put-<uuid>`), or an older Berth's chunks
  *   uploads/<uploadId>/a-<random>           a blob being assembled from one-file parts
- *   tmp/<random>                            monolithic uploads and manifests being written
+ *   tmp/<random>                            manifests (and put() bodies) being written
  * ```
  *
  * A chunk is appended to `data` under the session's lock (`lockUpload`),
@@ -627,8 +627,9 @@ export class FsBlobStore implements Storage {
   }
 
   /**
-   * Stores a whole body as blob `digest`, verified while it streams
-   * (monolithic uploads): written to `tmp/`, fsynced, renamed into place.
+   * Stores a whole body as blob `digest`, verified while it streams: written
+   * to `tmp/`, fsynced, renamed into place. (The registry's monolithic pushes
+   * go through a scratch upload session instead: see `Blobs.put`.)
    * Nothing is left behind on failure or mismatch.
    */
   async put(digest: Digest, body: ReadableStream<Uint8Array> | null): Promise<FinishResult> {
