@@ -27,6 +27,7 @@ import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import { hashSync } from "bcryptjs";
 import { spawnRegistry } from "../tests/_registry.ts";
+import { rawSend } from "./client.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -41,54 +42,21 @@ const REQUESTS = Number(values.requests);
 const CONCURRENCY = 32;
 const CHUNK = new Uint8Array(1024 * 1024).map((_, i) => (i * 2654435761) >>> 24);
 
-/**
- * Sends a request with a `size`-byte body over a raw socket. Deno's `fetch`
- * with a streamed body runs at a few MB/s, which would measure the client.
- */
-async function rawSend(
+/** `size` bytes of the pattern, a MiB at a time. */
+function* pieces(size: number): Generator<Uint8Array> {
+  for (let sent = 0; sent < size; sent += CHUNK.length) {
+    yield CHUNK.subarray(0, Math.min(CHUNK.length, size - sent));
+  }
+}
+
+/** Sends a request with a `size`-byte body over a raw socket (see `rawSend` in `client.ts`). */
+function sendBody(
   url: string,
   method: string,
   size: number,
   headers: Record<string, string> = {},
 ): Promise<{ status: number; headers: Headers }> {
-  const target = new URL(url);
-  const conn = await Deno.connect({ hostname: target.hostname, port: Number(target.port) });
-  try {
-    const head = [
-      `${method} ${target.pathname}${target.search} HTTP/1.1`,
-      `Host: ${target.host}`,
-      `Content-Length: ${size}`,
-      "Connection: close",
-    ];
-    for (const [k, v] of Object.entries(headers)) head.push(`${k}: ${v}`);
-    const encoder = new TextEncoder();
-    const writeAll = async (bytes: Uint8Array) => {
-      for (let written = 0; written < bytes.length;) {
-        written += await conn.write(bytes.subarray(written));
-      }
-    };
-    await writeAll(encoder.encode(head.join("\r\n") + "\r\n\r\n"));
-    for (let sent = 0; sent < size; sent += CHUNK.length) {
-      await writeAll(CHUNK.subarray(0, Math.min(CHUNK.length, size - sent)));
-    }
-    let response = "";
-    const buf = new Uint8Array(4096);
-    const decoder = new TextDecoder();
-    while (!response.includes("\r\n\r\n")) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      response += decoder.decode(buf.subarray(0, n));
-    }
-    const [statusLine, ...lines] = response.split("\r\n\r\n")[0]!.split("\r\n");
-    const parsed = new Headers();
-    for (const line of lines) {
-      const i = line.indexOf(":");
-      if (i > 0) parsed.append(line.slice(0, i).trim(), line.slice(i + 1).trim());
-    }
-    return { status: Number(statusLine!.split(" ")[1]), headers: parsed };
-  } finally {
-    conn.close();
-  }
+  return rawSend(url, method, size, pieces(size), headers);
 }
 
 function digestOf(size: number): string {
@@ -239,7 +207,7 @@ async function main() {
     await using peer = await startPeer(dir, manifest);
 
     const [upS, up] = await timed(() =>
-      rawSend(`${reg.url}/v2/bench/blobs/uploads/?digest=${digest}`, "POST", SIZE)
+      sendBody(`${reg.url}/v2/bench/blobs/uploads/?digest=${digest}`, "POST", SIZE)
     );
     if (up.status !== 201) throw new Error(`upload: ${up.status}`);
     const upRate = mbps(SIZE, upS);
@@ -250,7 +218,7 @@ async function main() {
       upRate / limit,
     );
     const [peerUpS, peerUp] = await timed(() =>
-      rawSend(`${peer.url}/upload?digest=${digest}`, "POST", SIZE)
+      sendBody(`${peer.url}/upload?digest=${digest}`, "POST", SIZE)
     );
     if (peerUp.status !== 201) throw new Error(`peer upload: ${peerUp.status}`);
     const peerUpRate = mbps(SIZE, peerUpS);
@@ -268,7 +236,7 @@ async function main() {
     const [chS] = await timed(async () => {
       for (let offset = 0; offset < SIZE; offset += chunk) {
         const n = Math.min(chunk, SIZE - offset);
-        const res = await rawSend(reg.url + location, "PATCH", n, {
+        const res = await sendBody(reg.url + location, "PATCH", n, {
           "Content-Range": `${offset}-${offset + n - 1}`,
         });
         if (res.status !== 202) throw new Error(`PATCH: ${res.status}`);

@@ -27,6 +27,7 @@
  *
  * @module
  */
+import { PartHashes } from "./part_hashes.ts";
 import { createHash, type Hash } from "node:crypto";
 import { join } from "node:path";
 import {
@@ -315,10 +316,7 @@ export class FsBlobStore implements Storage {
     await this.#makeDurableDir(dir);
     const name = `p-${randomName()}`;
     const path = join(dir, name);
-    const hash = createHash(options.algorithm);
-    const other = options.alsoHash && options.alsoHash !== options.algorithm
-      ? createHash(options.alsoHash)
-      : undefined;
+    const hashes = new PartHashes(options);
     const file = await Deno.open(path, { createNew: true, write: true });
     let size = 0;
     try {
@@ -326,7 +324,7 @@ export class FsBlobStore implements Storage {
         size = await writeBody(
           body,
           file,
-          this.#writeOptions(other ? [hash, other] : [hash], options.limit),
+          this.#writeOptions(hashes.hashes, options.limit),
         );
       }
       await file.sync();
@@ -338,13 +336,7 @@ export class FsBlobStore implements Storage {
     file.close();
     // The part's name must survive a crash once the chunk is acknowledged.
     await syncDir(dir);
-    const part: WrittenPart = {
-      file: name,
-      size,
-      digest: makeDigest(options.algorithm, hash.digest("hex")),
-    };
-    if (other) part.expected = makeDigest(options.alsoHash!, other.digest("hex"));
-    return part;
+    return hashes.part(name, size);
   }
 
   #writeOptions(hashes: Hash[], limit: number | undefined) {

@@ -25,6 +25,7 @@
  *
  * @module
  */
+import { PartHashes } from "./part_hashes.ts";
 import { createHash, type Hash } from "node:crypto";
 import { type Algorithm, type Digest, digestAlgorithm, makeDigest } from "../oci/digest.ts";
 import type { ByteRange } from "../oci/range.ts";
@@ -215,12 +216,9 @@ export class KvBlobStore implements Storage {
     const tooLarge = options.limit !== undefined && options.limit <= room
       ? options.limit
       : this.maxBlobBytes;
-    const hash = createHash(options.algorithm);
-    const other = options.alsoHash && options.alsoHash !== options.algorithm
-      ? createHash(options.alsoHash)
-      : undefined;
+    const hashes = new PartHashes(options);
     const written = await this.#writeRun(body, {
-      hashes: other ? [hash, other] : [hash],
+      hashes: hashes.hashes,
       limit,
       tooLarge,
       uploadId,
@@ -250,13 +248,7 @@ export class KvBlobStore implements Storage {
       await this.#removeRun(written.run);
       throw new Error(`Part of upload ${uploadId} was removed while it was written`);
     }
-    const part: WrittenPart = {
-      file,
-      size: written.size,
-      digest: makeDigest(options.algorithm, hash.digest("hex")),
-    };
-    if (other) part.expected = makeDigest(options.alsoHash!, other.digest("hex"));
-    return part;
+    return hashes.part(file, written.size);
   }
 
   async removePart(uploadId: string, file: string): Promise<void> {

@@ -27,7 +27,8 @@
  *
  * @module
  */
-import { createHash } from "node:crypto";
+import { PartHashes } from "../part_hashes.ts";
+import { createHash, type Hash } from "node:crypto";
 import {
   type Algorithm,
   type Digest,
@@ -160,23 +161,7 @@ export class S3BlobStore implements Storage {
    * one PutObject or a multipart upload completed only if it matched.
    */
   async put(digest: Digest, body: ReadableStream<Uint8Array> | null): Promise<FinishResult> {
-    const algorithm = digestAlgorithm(digest);
-    const hash = createHash(algorithm);
-    const writer = new ObjectWriter(this.client, this.blobKey(digest), [hash]);
-    try {
-      await pump(body, writer);
-      writer.seal();
-      const actual = makeDigest(algorithm, hash.digest("hex"));
-      if (actual !== digest) {
-        await writer.abort();
-        return { ok: false, actual, size: writer.size };
-      }
-      await writer.finish();
-      return { ok: true, size: writer.size };
-    } catch (error) {
-      await writer.abort();
-      throw error;
-    }
+    return await this.#writeVerified(digest, (writer) => pump(body, writer));
   }
 
   async writePart(
@@ -185,15 +170,8 @@ export class S3BlobStore implements Storage {
     options: { algorithm: Algorithm; alsoHash?: Algorithm; limit?: number },
   ): Promise<WrittenPart> {
     const file = `p-${randomHex()}`;
-    const hash = createHash(options.algorithm);
-    const other = options.alsoHash && options.alsoHash !== options.algorithm
-      ? createHash(options.alsoHash)
-      : undefined;
-    const writer = new ObjectWriter(
-      this.client,
-      this.#partKey(uploadId, file),
-      other ? [hash, other] : [hash],
-    );
+    const hashes = new PartHashes(options);
+    const writer = new ObjectWriter(this.client, this.#partKey(uploadId, file), hashes.hashes);
     try {
       await pump(body, writer, options.limit);
       writer.seal();
@@ -202,13 +180,7 @@ export class S3BlobStore implements Storage {
       await writer.abort();
       throw error;
     }
-    const part: WrittenPart = {
-      file,
-      size: writer.size,
-      digest: makeDigest(options.algorithm, hash.digest("hex")),
-    };
-    if (other) part.expected = makeDigest(options.alsoHash!, other.digest("hex"));
-    return part;
+    return hashes.part(file, writer.size);
   }
 
   async removePart(uploadId: string, file: string): Promise<void> {
@@ -258,10 +230,7 @@ export class S3BlobStore implements Storage {
    * completes it only when the digest matched.
    */
   async #assemble(uploadId: string, parts: WrittenPart[], digest: Digest): Promise<FinishResult> {
-    const algorithm = digestAlgorithm(digest);
-    const hash = createHash(algorithm);
-    const writer = new ObjectWriter(this.client, this.blobKey(digest), [hash]);
-    try {
+    return await this.#writeVerified(digest, async (writer, hash) => {
       for (const part of parts) {
         const key = this.#partKey(uploadId, part.file);
         const read = await this.client.get(key);
@@ -277,6 +246,23 @@ export class S3BlobStore implements Storage {
           await pump(read.stream, writer);
         }
       }
+    });
+  }
+
+  /**
+   * Writes blob `digest` through `write` into a multipart upload (or one
+   * PutObject) to its key, completed only when the bytes hashed to `digest`;
+   * aborted otherwise, so a good object under that key is never replaced.
+   */
+  async #writeVerified(
+    digest: Digest,
+    write: (writer: ObjectWriter, hash: Hash) => Promise<void>,
+  ): Promise<FinishResult> {
+    const algorithm = digestAlgorithm(digest);
+    const hash = createHash(algorithm);
+    const writer = new ObjectWriter(this.client, this.blobKey(digest), [hash]);
+    try {
+      await write(writer, hash);
       writer.seal();
       const actual = makeDigest(algorithm, hash.digest("hex"));
       if (actual !== digest) {
