@@ -243,6 +243,25 @@ export function blobStoreSuite(name: string, makeStore: () => Promise<StoreFixtu
     await store.removeUpload("up-1");
   });
 
+  test("finish() of a session removed under it rejects with NotFound and stores nothing", async (store) => {
+    // The registry answers such a closing PUT 404 (the session ended), never a 500.
+    const one = bytesOf(70_000, 21);
+    const two = bytesOf(90_000, 22);
+    const whole = new Uint8Array([...one, ...two]);
+    const single = await store.writePart("gone-1", bodyOf(one), { algorithm: "sha256" });
+    const first = await store.writePart("gone-2", bodyOf(one), { algorithm: "sha256" });
+    const second = await store.writePart("gone-2", bodyOf(two), { algorithm: "sha256" });
+    await store.removeUpload("gone-1");
+    await store.removeUpload("gone-2");
+    await assert.rejects(store.finish("gone-1", [single], digestOf(one)), Deno.errors.NotFound);
+    await assert.rejects(
+      store.finish("gone-2", [first, second], digestOf(whole)),
+      Deno.errors.NotFound,
+    );
+    assert.equal(await store.stat(digestOf(one)), null);
+    assert.equal(await store.stat(digestOf(whole)), null);
+  });
+
   test("writePart() with alsoHash gives the second digest as expected", async (store) => {
     const bytes = bytesOf(5000, 12);
     const part = await store.writePart("up-1", bodyOf(bytes), {

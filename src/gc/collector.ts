@@ -73,26 +73,14 @@ export function startCollector(
 ): () => Promise<void> {
   let running: Promise<void> | null = null;
   let lastCollect = Date.now();
+  const work: CollectorWork = { meta, storage, ...options };
   const run = () => {
     if (running) return;
     const due = options.gcIntervalMs > 0 && Date.now() - lastCollect >= options.gcIntervalMs;
-    const work = due
-      ? collect(meta, storage, options.collect).then((r) => {
-        lastCollect = Date.now();
-        recordCollect(r);
-        options.onCollect?.(r);
-      }, (error) => {
-        gcMetrics.failed.inc();
-        throw error;
-      })
-      : options.collect.uploadTtlMs === undefined
-      ? Promise.resolve()
-      : sweep(meta, storage, { ttlMs: options.collect.uploadTtlMs }).then((r) => {
-        gcMetrics.sweeps.inc();
-        gcMetrics.expired.inc(r.expiredSessions);
-        options.onSweep?.(r);
-      });
-    running = work.catch(options.onError).finally(() => (running = null));
+    const job = due
+      ? collectOnce(work).then(() => void (lastCollect = Date.now()))
+      : sweepOnce(work);
+    running = job.catch(options.onError).finally(() => (running = null));
   };
   const every = options.gcIntervalMs > 0
     ? Math.min(options.sweepIntervalMs, options.gcIntervalMs)
@@ -112,6 +100,28 @@ export interface CollectorWork {
   onError: (error: unknown) => void;
   onCollect?: (report: CollectReport) => void;
   onSweep?: (report: SweepReport) => void;
+}
+
+/** One collection, counted in the metrics and reported to `onCollect` (timers and crons alike). */
+async function collectOnce(work: CollectorWork): Promise<void> {
+  let report: CollectReport;
+  try {
+    report = await collect(work.meta, work.storage, work.collect);
+  } catch (error) {
+    gcMetrics.failed.inc();
+    throw error;
+  }
+  recordCollect(report);
+  work.onCollect?.(report);
+}
+
+/** One sweep of expired upload sessions, counted and reported to `onSweep`. */
+async function sweepOnce(work: CollectorWork): Promise<void> {
+  if (work.collect.uploadTtlMs === undefined) return;
+  const report = await sweep(work.meta, work.storage, { ttlMs: work.collect.uploadTtlMs });
+  gcMetrics.sweeps.inc();
+  gcMetrics.expired.inc(report.expiredSessions);
+  work.onSweep?.(report);
 }
 
 /** `Deno.cron`, present with `--unstable-cron` and on Deno Deploy. */
@@ -162,17 +172,14 @@ export function scheduleCollectorCrons(
     jobs.push(cron(
       "berth-gc",
       cronSchedule(options.gcIntervalMs),
-      once((w) => collect(w.meta, w.storage, w.collect).then((r) => w.onCollect?.(r))),
+      once(collectOnce),
     ));
   }
   const sweepMs = Math.min(Math.max(options.uploadTtlMs / 10, 60_000), 3_600_000);
   jobs.push(cron(
     "berth-upload-sweep",
     cronSchedule(sweepMs),
-    once(async (w) => {
-      if (w.collect.uploadTtlMs === undefined) return;
-      w.onSweep?.(await sweep(w.meta, w.storage, { ttlMs: w.collect.uploadTtlMs }));
-    }),
+    once(sweepOnce),
   ));
   for (const job of jobs) job.catch(() => {});
   return {

@@ -2,6 +2,13 @@ import assert from "node:assert/strict";
 import { KvMetadataStore } from "../meta/metadata_store.ts";
 import { KvBlobStore } from "../storage/kv_blob_store.ts";
 import { cronSchedule, scheduleCollectorCrons } from "./collector.ts";
+import { metrics } from "../metrics/registry.ts";
+
+/** One sample of the process's metrics (0 when absent). */
+function metricValue(line: string): number {
+  const found = metrics.render().split("\n").find((l) => l.startsWith(line + " "));
+  return found === undefined ? 0 : Number(found.slice(line.length + 1));
+}
 
 Deno.test("cronSchedule() gives the nearest cron schedule to an interval", () => {
   const cases: [number, string][] = [
@@ -43,10 +50,16 @@ Deno.test("scheduleCollectorCrons() registers its jobs at once, and they wait fo
     onSweep: (report) => (swept += report.orphanUploads),
     onCollect: () => collected++,
   });
+  const runs = () => metricValue('berth_gc_runs_total{result="ok"}');
+  const sweeps = () => metricValue("berth_upload_sweeps_total");
+  const [runsBefore, sweepsBefore] = [runs(), sweeps()];
   await sweeping;
   assert.equal(swept, 1);
   await jobs.get("berth-gc")!.handler();
   assert.equal(collected, 1);
+  // Cron runs count in /metrics as timer runs do.
+  assert.equal(runs(), runsBefore + 1);
+  assert.equal(sweeps(), sweepsBefore + 1);
   await stop();
   // No collection job when --gc-interval is 0; no Deno.cron: a clear error.
   jobs.clear();

@@ -607,7 +607,9 @@ export class KvBlobStore implements Storage {
         const taken: [string, ChunkRun][] = [];
         for (const part of parts) {
           const entry = entries.get(part.file);
-          if (!entry) throw new Error(`Part ${part.file} of upload ${uploadId} is gone`);
+          if (!entry) {
+            throw new Deno.errors.NotFound(`Part ${part.file} of upload ${uploadId} is gone`);
+          }
           const record = records.get(entry.run);
           if (record?.state !== "part" || record.uploadId !== uploadId) return "copy" as const;
           if (taken.some(([run]) => run === entry.run)) return "copy" as const;
@@ -687,7 +689,12 @@ export class KvBlobStore implements Storage {
             if (!part) return controller.close();
             const entry = await this.#kv.get<StoredPart>(storePartKey(uploadId, part.file));
             if (!entry.value) {
-              throw new Error(`Part ${part.file} of upload ${uploadId} is gone`);
+              throw new Deno.errors.NotFound(`Part ${part.file} of upload ${uploadId} is gone`);
+            }
+            // A run a collection removed after it became a blob: the session's bytes are gone.
+            const run = await this.#kv.get<ChunkRun>(storeRunKey(entry.value.run));
+            if (!run.value || run.value.state === "dying") {
+              throw new Deno.errors.NotFound(`Part ${part.file} of upload ${uploadId} is gone`);
             }
             current = this.#stream(
               [{ run: entry.value.run, size: entry.value.size }],

@@ -178,6 +178,20 @@ Deno.test("KvBlobStore.finish() of several parts copies no bytes: the blob names
   assert.deepEqual(await keysOf(raw), []);
 });
 
+Deno.test("KvBlobStore.finish() again after a collection removed the blob its parts became: NotFound, not a 500", async () => {
+  // The registry finishes again when a collection removed the digest before the session's
+  // commit; the parts' runs went with the blob, so the session has ended (404 to the client).
+  using raw = await Deno.openKv(":memory:");
+  const store = new KvBlobStore(raw, { maxBlobBytes: 1024 ** 3 });
+  const bytes = bytesOf(100_000, 9);
+  const part = await store.writePart("u", bodyOf(bytes), { algorithm: "sha256" });
+  assert.deepEqual(await store.finish("u", [part], digestOf(bytes)), { ok: true, size: 100_000 });
+  assert.equal(await store.delete(digestOf(bytes)), true);
+  await assert.rejects(store.finish("u", [part], digestOf(bytes)), Deno.errors.NotFound);
+  assert.equal(await store.stat(digestOf(bytes)), null);
+  await store.removeUpload("u");
+});
+
 Deno.test("KvBlobStore.finish() copies parts that are already another blob's, and too many parts", async () => {
   using raw = await Deno.openKv(":memory:");
   const store = new KvBlobStore(raw, { maxBlobBytes: 1024 ** 3 });

@@ -14,6 +14,7 @@
  */
 import type { Hash } from "node:crypto";
 import type { S3Client } from "./client.ts";
+import { TooLargeError } from "../streams.ts";
 
 /** Largest object part S3 allows besides the last is at least this. */
 export const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -90,7 +91,8 @@ export class ObjectWriter {
   #nextPartNumber(): number {
     const partNumber = this.#parts.length + 1;
     if (partNumber > MAX_PARTS) {
-      throw new Error(`A blob may have at most ${MAX_PARTS} parts of ${PART_BYTES} bytes`);
+      // S3 allows 10,000 parts: a larger body is refused (413), never a 500.
+      throw new TooLargeError(MAX_PARTS * PART_BYTES);
     }
     return partNumber;
   }

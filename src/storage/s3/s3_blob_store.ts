@@ -47,7 +47,7 @@ import {
   type WrittenPart,
 } from "../blob_store.ts";
 import { TooLargeError } from "../streams.ts";
-import { S3Client, type S3ClientOptions } from "./client.ts";
+import { S3Client, type S3ClientOptions, S3Error } from "./client.ts";
 import { MIN_PART_BYTES, ObjectWriter } from "./object_writer.ts";
 
 const PART_NAME_REGEXP = /^p-[a-f0-9]{16}$/;
@@ -191,7 +191,15 @@ export class S3BlobStore implements Storage {
     const [only] = parts;
     if (parts.length === 1 && only && (only.digest === digest || only.expected === digest)) {
       // Hashed to `digest` while it was written, and never rewritten (its name is random).
-      await this.#copyIntoPlace(this.#partKey(uploadId, only.file), only.size, digest);
+      try {
+        await this.#copyIntoPlace(this.#partKey(uploadId, only.file), only.size, digest);
+      } catch (error) {
+        // The session was removed under this request (a DELETE, another finisher): gone.
+        if (error instanceof S3Error && error.status === 404) {
+          throw new Deno.errors.NotFound(`Part ${only.file} of upload ${uploadId} is missing`);
+        }
+        throw error;
+      }
       return { ok: true, size: only.size };
     }
     if (parts.length === 1 && only && digestAlgorithm(only.digest) === digestAlgorithm(digest)) {
@@ -234,7 +242,9 @@ export class S3BlobStore implements Storage {
       for (const part of parts) {
         const key = this.#partKey(uploadId, part.file);
         const read = await this.client.get(key);
-        if (!read) throw new Error(`Part ${part.file} of upload ${uploadId} is missing`);
+        if (!read) {
+          throw new Deno.errors.NotFound(`Part ${part.file} of upload ${uploadId} is missing`);
+        }
         if (writer.empty && read.size >= MIN_PART_BYTES && read.size <= MAX_COPY_BYTES) {
           // S3 copies it while Berth reads it for the hash.
           const copied = writer.copyPart(key);
