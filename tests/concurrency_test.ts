@@ -454,3 +454,51 @@ Deno.test("end-6/end-14: closing PUTs racing each other, a PATCH or a cancel nev
   const s = await checkConsistency(reg.meta, reg.blobs);
   assert.equal(s.uploads.size, 0, `no session left (outcomes ${JSON.stringify(outcomes)})`);
 });
+
+Deno.test("end-5: a streamed PATCH (no Content-Range) that waited while another was acknowledged gets 416", async () => {
+  await using reg = await startRegistry();
+  const name = "race/streamed";
+  const size = 512 * 1024;
+  for (let i = 0; i < 3; i++) {
+    const opened = expect(
+      await call(reg, `/v2/${name}/blobs/uploads/`, { method: "POST" }),
+      202,
+      "POST",
+    );
+    const location = opened.headers.get("Location")!;
+    const first = randomBytes(size, 900 + i);
+    const second = randomBytes(size, 950 + i);
+    // The first body arrives in two halves; the second PATCH is sent in between, so it
+    // finds the session at 0 and must wait for the first to be acknowledged.
+    let rest!: () => void;
+    const later = new Promise<void>((resolve) => (rest = resolve));
+    const slow = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        controller.enqueue(first.slice(0, size / 2));
+        await later;
+        controller.enqueue(first.slice(size / 2));
+        controller.close();
+      },
+    });
+    const a = reg.fetch(location, {
+      method: "PATCH",
+      body: slow,
+      headers: { "Content-Type": "application/octet-stream" },
+    });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const b = call(reg, location, { method: "PATCH", ...octets(second, {}) });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    rest();
+    const [ra, rb] = [await a, await b];
+    await ra.body?.cancel();
+    assert.equal(ra.status, 202, "the first chunk is acknowledged");
+    assert.equal(rb.status, 416, "the chunk sent for offset 0 lost: it is not appended after");
+    assert.equal(rb.headers.get("Range"), `0-${size - 1}`);
+    expect(
+      await call(reg, `${location}?digest=${sha256(first)}`, { method: "PUT" }),
+      201,
+      "close",
+    );
+    await assertBlob(reg, name, first);
+  }
+});

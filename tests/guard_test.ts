@@ -93,3 +93,43 @@ Deno.test("guard: under ulimit -n 256 a burst of 600 connections gets 200 or 503
   }
   assert.equal(code, 0, `exit code after SIGTERM; stderr: ${await berth.stderr}`);
 });
+
+Deno.test("guard: hundreds of pipelined blob GETs that the client does not read hold a few files, not one each", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "berth-guard-" });
+  await using berth = await spawnRegistry(["--data", dataDir]);
+  try {
+    const blob = new Uint8Array(4 * 1024 * 1024).fill(7);
+    const digest = `sha256:${
+      Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", blob)), (b) =>
+        b.toString(16).padStart(2, "0")).join("")
+    }`;
+    const put = await fetch(`${berth.url}/v2/pipe/blobs/uploads/?digest=${digest}`, {
+      method: "POST",
+      body: blob,
+    });
+    await put.body?.cancel();
+    assert.equal(put.status, 201);
+    // Through ls: Deno wants --allow-all to read /proc.
+    const descriptors = async () => {
+      const out = await new Deno.Command("/bin/ls", { args: [`/proc/${berth.pid}/fd`] }).output();
+      return new TextDecoder().decode(out.stdout).split("\n").filter(Boolean).length;
+    };
+    const before = await descriptors();
+    const { hostname, port } = new URL(berth.url);
+    const conn = await Deno.connect({ hostname, port: Number(port) });
+    try {
+      const request = `GET /v2/pipe/blobs/${digest} HTTP/1.1\r\nHost: ${hostname}\r\n\r\n`;
+      const all = new TextEncoder().encode(request.repeat(500));
+      for (let written = 0; written < all.length;) {
+        written += await conn.write(all.subarray(written));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      const during = await descriptors();
+      assert.ok(during <= before + 8, `descriptors: ${before} before, ${during} while stalled`);
+    } finally {
+      conn.close();
+    }
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});

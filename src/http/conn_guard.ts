@@ -355,7 +355,11 @@ function close(conn: Connection): void {
  */
 export function canHandOff(req: Request): boolean {
   const conn = requestConnections.get(req);
-  return conn !== undefined && !conn.closed && !conn.tls && conn.h2 === false;
+  // One hand-off waiting at a time: a handed-off answer leaves the internal server at
+  // once, so pipelined requests would each open their file while the first is sent.
+  // Streamed instead, they wait for the client (backpressure), one file each.
+  return conn !== undefined && !conn.closed && !conn.tls && conn.h2 === false &&
+    conn.handOffs.size === 0;
 }
 
 /**

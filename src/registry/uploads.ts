@@ -113,9 +113,9 @@ export class Uploads {
 
   /** Appends a chunk and acknowledges it; where the session stands after it. */
   async append(name: string, uploadId: string, chunk: Chunk): Promise<UploadState> {
-    const lock = await this.#lock(name, uploadId, chunk);
+    const { lock, seen } = await this.#lock(name, uploadId, chunk);
     try {
-      const session = await this.#load(name, uploadId, lock);
+      const session = await this.#loadLocked(name, uploadId, lock, seen, chunk);
       const part = await this.#writeChunk(name, session, chunk, undefined, lock);
       if (!part) return stateOf(name, session);
       const next = await this.#ctx.meta.commitPart(session, part);
@@ -135,10 +135,14 @@ export class Uploads {
    * the session exists and the chunk starts where it stands (so a chunk that
    * is plainly out of order gets its 416 without waiting). Null without.
    */
-  async #lock(name: string, uploadId: string, chunk: Chunk): Promise<UploadLock | null> {
+  async #lock(
+    name: string,
+    uploadId: string,
+    chunk: Chunk,
+  ): Promise<{ lock: UploadLock | null; seen: UploadSession }> {
     const session = await this.#load(name, uploadId);
     const blobs = this.#ctx.blobs;
-    if (!blobs.lockUpload) return null;
+    if (!blobs.lockUpload) return { lock: null, seen: session };
     if (chunk.contentRange !== null) {
       const range = parseContentRange(chunk.contentRange);
       if (range.start !== session.record.offset) {
@@ -150,7 +154,28 @@ export class Uploads {
         );
       }
     }
-    return await this.#onSessionFiles(uploadId, () => blobs.lockUpload!(uploadId));
+    const lock = await this.#onSessionFiles(uploadId, () => blobs.lockUpload!(uploadId));
+    return { lock, seen: session };
+  }
+
+  /**
+   * The session once its lock is held. A chunk that waited for the lock while
+   * another request's chunk was acknowledged lost the race (416), as it would
+   * have without a lock: it was sent for where the session stood before.
+   */
+  async #loadLocked(
+    name: string,
+    uploadId: string,
+    lock: UploadLock | null,
+    seen: UploadSession,
+    chunk: Chunk,
+  ): Promise<UploadSession> {
+    const session = await this.#load(name, uploadId, lock);
+    if (lock && chunk.body !== null && session.record.offset !== seen.record.offset) {
+      await chunk.body.cancel().catch(() => {});
+      return await this.#lostRace(name, session);
+    }
+    return session;
   }
 
   /**
@@ -160,9 +185,9 @@ export class Uploads {
    * mismatch ends the session, as Distribution does: its bytes are not that blob.
    */
   async finish(name: string, uploadId: string, digest: Digest, chunk: Chunk): Promise<void> {
-    const lock = await this.#lock(name, uploadId, chunk);
+    const { lock, seen } = await this.#lock(name, uploadId, chunk);
     try {
-      await this.#finish(name, uploadId, digest, chunk, lock);
+      await this.#finish(name, uploadId, digest, chunk, lock, seen);
     } finally {
       await lock?.release();
     }
@@ -174,9 +199,10 @@ export class Uploads {
     digest: Digest,
     chunk: Chunk,
     lock: UploadLock | null,
+    seen: UploadSession,
   ): Promise<void> {
     const { meta, blobs } = this.#ctx;
-    const session = await this.#load(name, uploadId, lock);
+    const session = await this.#loadLocked(name, uploadId, lock, seen, chunk);
     const part = await this.#writeChunk(name, session, chunk, digest, lock);
     const parts = [...await meta.listUploadParts(session), ...(part ? [part] : [])];
     // The parts stay until the session's commit: if a collection removed the same bytes

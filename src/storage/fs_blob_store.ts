@@ -481,8 +481,12 @@ export class FsBlobStore implements Storage {
       const pending = this.#pending.get(uploadId);
       this.#pending.delete(uploadId);
       if (pending && this.#held.has(uploadId)) {
-        await Deno.truncate(join(this.#uploadDir(uploadId), DATA_FILE), pending.start)
-          .catch(() => {});
+        try {
+          using file = await Deno.open(join(this.#uploadDir(uploadId), DATA_FILE), { write: true });
+          // Linked into place by a finish (its commit then lost): that inode is a blob now,
+          // never to be cut or written again.
+          if (((await file.stat()).nlink ?? 1) === 1) await file.truncate(pending.start);
+        } catch { /* the session's next writer cuts it off */ }
       }
       return;
     }
@@ -555,6 +559,8 @@ export class FsBlobStore implements Storage {
       await file.syncData();
     }
     this.#running.delete(uploadId);
+    // Nothing of `data` is pending any more: once linked it is the blob's inode too.
+    this.#pending.delete(uploadId);
     // Hard-link: `data` stays until the session's commit is done, so a crash in
     // between leaves a session that can still finish (and never writes to it again).
     await this.#moveIntoPlace(path, digest, "link");

@@ -178,3 +178,24 @@ Deno.test("FsBlobStore.debris() reports what does not belong under blobs/ as pro
   for await (const digest of store.list()) listed.push(digest);
   assert.deepEqual(listed, []);
 });
+
+Deno.test("FsBlobStore: removing the last appended part after its finish placed the blob leaves the blob whole", async () => {
+  // A closing PUT that placed the blob, then lost its commit (the session was ended
+  // meanwhile), removes its part: `data` is the placed blob's inode too, never to be cut.
+  const root = await Deno.makeTempDir();
+  try {
+    const store = await FsBlobStore.open(root);
+    const bytes = bytesOf(300_000, 5);
+    const digest = digestOf(bytes);
+    const lock = await store.lockUpload("u");
+    const part = await store.writePart("u", bodyOf(bytes), { algorithm: "sha256", at: 0 });
+    assert.deepEqual(await store.finish("u", [part], digest), { ok: true, size: 300_000 });
+    await store.removePart("u", part.file);
+    await lock.release();
+    assert.deepEqual(await Deno.readFile(store.blobPath(digest)), bytes);
+    await store.removeUpload("u");
+    assert.deepEqual(await Deno.readFile(store.blobPath(digest)), bytes);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
