@@ -54,7 +54,7 @@ async function run(dir: string, command: string, args: string[]): Promise<string
   return text;
 }
 
-/** Whether the Ceph programs are installed (tests skip themselves when not). */
+/** Whether the Ceph programs are installed ({@linkcode cephForFile} throws when not). */
 export function cephInstalled(): boolean {
   for (const program of ["ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "ceph"]) {
     try {

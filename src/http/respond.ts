@@ -4,7 +4,7 @@
  * @module
  */
 import { OciError } from "../oci/errors.ts";
-import { ContentionError } from "../meta/kv.ts";
+import { ContentionError, isLockedError } from "../meta/kv.ts";
 import { takeFile, TooLargeError } from "../storage/streams.ts";
 import { BodyReadError, BodyTimeoutError } from "./body.ts";
 import { canHandOff, handOffFile } from "./conn_guard.ts";
@@ -60,9 +60,10 @@ export function toOciError(error: unknown, log: (error: unknown) => void): OciEr
       status: 408,
     });
   }
-  if (error instanceof ContentionError) {
-    // Many writers racing for one repository: nothing was written; the client may retry.
-    return new OciError("UNAVAILABLE", "Too many concurrent changes; nothing was written", {
+  if (error instanceof ContentionError || isLockedError(error)) {
+    // Many writers racing for one repository, or KV busy past its retries: this request's
+    // change did not complete (each commit is whole); the client may retry.
+    return new OciError("UNAVAILABLE", "Too many concurrent changes; try again", {
       status: 503,
       headers: { "Retry-After": "1" },
     });

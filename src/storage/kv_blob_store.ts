@@ -4,7 +4,7 @@
  * value limit; a blob is an index record over runs of chunks:
  *
  * ```
- * ["store_runs", run]              ChunkRun: state (staging, part, blob, dying), size, owner
+ * ["store_runs", run]              ChunkRun: state (staging, part, blob, dying), size, its session part or blob
  * ["store_unsettled", run]         present while the run is staging or dying
  * ["store_chunks", run, index]     ≤ 63 KiB of bytes each, in order
  * ["store_blobs", digest]          StoredBlob: size and the runs, in order
@@ -69,7 +69,7 @@ export const MAX_RUNS_PER_BLOB = 400;
 const CHUNKS_PER_READ = 8;
 /** Entries changed per commit when removing (keys only: far under the byte limit). */
 const DELETES_PER_COMMIT = KV_LIMITS.mutations;
-/** Parts of a session ended per commit by `removeUpload` (two mutations each). */
+/** Parts of a session ended per commit by `removeUpload` (up to three mutations each). */
 const PARTS_PER_REMOVE = 200;
 const PART_FILE_REGEXP = /^p-[a-f0-9]{16}$/;
 
