@@ -220,8 +220,11 @@ test("racing PATCHes at one offset through Berth: one wins, the blob is the winn
 function faultProxy(target: number) {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const state = {
-    /** pass; 503: answer every request 503; cut: close after `cutAfter` bytes. */
-    mode: "pass" as "pass" | "503" | "cut",
+    /**
+     * pass; 503: answer every request 503; cut: close after `cutAfter` bytes; lose: pass a
+     * multipart completion to the server but drop its answer (the connection is then cut).
+     */
+    mode: "pass" as "pass" | "503" | "cut" | "lose",
     /** How many new connections get the fault (then back to pass); Infinity: all. */
     faults: Infinity,
     cutAfter: 64 * 1024,
@@ -241,8 +244,10 @@ function faultProxy(target: number) {
   const serve = async (client: Deno.Conn) => {
     open.add(client);
     state.accepted++;
-    const fault = state.mode !== "pass" && state.faulted < state.faults;
+    const fault = state.mode !== "pass" && state.mode !== "lose" &&
+      state.faulted < state.faults;
     if (fault) state.faulted++;
+    let losing = false;
     try {
       if (fault && state.mode === "503") {
         const buffer = new Uint8Array(16384);
@@ -265,6 +270,13 @@ function faultProxy(target: number) {
         for (;;) {
           const n = await client.read(buffer);
           if (n === null) break;
+          if (
+            state.mode === "lose" && state.faulted < state.faults &&
+            /^POST [^ ]*uploadId=/.test(new TextDecoder().decode(buffer.subarray(0, 200)))
+          ) {
+            state.faulted++;
+            losing = true;
+          }
           sent += n;
           if (sent > limit) throw new Error("cut");
           let written = 0;
@@ -276,6 +288,7 @@ function faultProxy(target: number) {
         for (;;) {
           const n = await server.read(buffer);
           if (n === null) break;
+          if (losing) throw new Error("lost"); // the server did it; the client never hears
           let written = 0;
           while (written < n) written += await client.write(buffer.subarray(written, n));
         }
@@ -299,7 +312,7 @@ function faultProxy(target: number) {
     endpoint: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
     state,
     /** Sets the fault for the next `faults` connections and drops those open now. */
-    set(mode: "pass" | "503" | "cut", faults = Infinity) {
+    set(mode: "pass" | "503" | "cut" | "lose", faults = Infinity) {
       state.mode = mode;
       state.faults = faults;
       state.faulted = 0;
@@ -331,6 +344,22 @@ test("a server that answers 503 or cuts connections a few times is retried: the 
     proxy.set("pass");
     assert.equal(await sha256Of((await store.open(digest))!.stream), digest);
     assert.equal(await sha256Of((await store.open(digestOf(again)))!.stream), digestOf(again));
+  } finally {
+    await proxy.close();
+  }
+});
+
+test("a multipart completion whose answer was lost is retried and found done: the blob is stored", async () => {
+  const proxy = faultProxy(rgwPort());
+  try {
+    const store = await openStore({ endpoint: proxy.endpoint });
+    const bytes = bytesOf(17 * MiB, 62);
+    const digest = digestOf(bytes);
+    proxy.set("lose", 1);
+    assert.equal((await store.put(digest, bodyOf(bytes))).ok, true);
+    assert.equal(proxy.state.faulted, 1, "the completion's answer was dropped once");
+    proxy.set("pass");
+    assert.equal(await sha256Of((await store.open(digest))!.stream), digest);
   } finally {
     await proxy.close();
   }

@@ -13,7 +13,7 @@
  * @module
  */
 import type { Hash } from "node:crypto";
-import type { S3Client } from "./client.ts";
+import { type S3Client, S3Error } from "./client.ts";
 import { TooLargeError } from "../streams.ts";
 
 /** Largest object part S3 allows besides the last is at least this. */
@@ -142,7 +142,15 @@ export class ObjectWriter {
       const etag = await this.#client.uploadPart(this.#key, this.#uploadId, partNumber, rest);
       this.#parts.push({ partNumber, etag });
     }
-    await this.#client.completeUpload(this.#key, this.#uploadId, this.#parts);
+    try {
+      await this.#client.completeUpload(this.#key, this.#uploadId, this.#parts);
+    } catch (error) {
+      // A completion retried after its answer was lost finds the upload already completed:
+      // the object is there, with this size, and it is what was written.
+      const done = error instanceof S3Error && error.code === "NoSuchUpload" &&
+        (await this.#client.head(this.#key))?.size === this.size;
+      if (!done) throw error;
+    }
     this.#uploadId = null;
   }
 
