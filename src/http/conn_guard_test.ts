@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { fileStream } from "../storage/streams.ts";
 import http2 from "node:http2";
 import {
   canHandOff,
@@ -459,6 +460,17 @@ function fileServer(path: string, tls?: { cert: string; key: string }) {
       const start = Number(url.searchParams.get("start") ?? 0);
       const length = Number(url.searchParams.get("length") ?? (await Deno.stat(path)).size);
       const file = await Deno.open(path);
+      if (!canHandOff(req)) {
+        // Another hand-off is waiting on this connection: streamed, as the blob route does.
+        return new Response(fileStream(file, start, length), {
+          status: 206,
+          headers: {
+            "Content-Type": "text/plain",
+            "Content-Length": String(length),
+            "x-set-after": "yes",
+          },
+        });
+      }
       const response = handOffFile(req, { file, start, length }, {
         status: 206,
         headers: { "Content-Type": "text/plain", "Content-Length": "999" },
