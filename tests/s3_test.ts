@@ -36,7 +36,13 @@ function test(name: string, fn: () => Promise<void>) {
 
 /** A store on a fresh prefix of the test bucket, through `endpoint` (radosgw by default). */
 function openStore(
-  options: { endpoint?: string; prefix?: string; retries?: number; redirectMs?: number } = {},
+  options: {
+    endpoint?: string;
+    prefix?: string;
+    retries?: number;
+    redirectMs?: number;
+    readStallMs?: number;
+  } = {},
 ) {
   return S3BlobStore.open({
     endpoint: options.endpoint ?? ceph.endpoint,
@@ -48,6 +54,7 @@ function openStore(
     secretAccessKey: ceph.secretKey,
     retryBaseMs: 20,
     ...(options.retries === undefined ? {} : { retries: options.retries }),
+    ...(options.readStallMs === undefined ? {} : { readStallMs: options.readStallMs }),
   });
 }
 
@@ -222,9 +229,10 @@ function faultProxy(target: number) {
   const state = {
     /**
      * pass; 503: answer every request 503; cut: close after `cutAfter` bytes; lose: pass a
-     * multipart completion to the server but drop its answer (the connection is then cut).
+     * multipart completion to the server but drop its answer (the connection is then cut);
+     * stall: pass `cutAfter` bytes of each answer, then nothing (the connection stays open).
      */
-    mode: "pass" as "pass" | "503" | "cut" | "lose",
+    mode: "pass" as "pass" | "503" | "cut" | "lose" | "stall",
     /** How many new connections get the fault (then back to pass); Infinity: all. */
     faults: Infinity,
     cutAfter: 64 * 1024,
@@ -246,6 +254,8 @@ function faultProxy(target: number) {
     state.accepted++;
     const fault = state.mode !== "pass" && state.mode !== "lose" &&
       state.faulted < state.faults;
+    const stall = fault && state.mode === "stall";
+    let received = 0;
     if (fault) state.faulted++;
     let losing = false;
     try {
@@ -264,7 +274,7 @@ function faultProxy(target: number) {
       const server = await Deno.connect({ hostname: "127.0.0.1", port: target });
       open.add(server);
       let sent = 0;
-      const limit = fault ? state.cutAfter : Infinity;
+      const limit = fault && !stall ? state.cutAfter : Infinity;
       const up = (async () => {
         const buffer = new Uint8Array(65536);
         for (;;) {
@@ -289,6 +299,8 @@ function faultProxy(target: number) {
           const n = await server.read(buffer);
           if (n === null) break;
           if (losing) throw new Error("lost"); // the server did it; the client never hears
+          received += n;
+          if (stall && received > state.cutAfter) await new Promise(() => {}); // until closed
           let written = 0;
           while (written < n) written += await client.write(buffer.subarray(written, n));
         }
@@ -312,7 +324,7 @@ function faultProxy(target: number) {
     endpoint: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
     state,
     /** Sets the fault for the next `faults` connections and drops those open now. */
-    set(mode: "pass" | "503" | "cut" | "lose", faults = Infinity) {
+    set(mode: "pass" | "503" | "cut" | "lose" | "stall", faults = Infinity) {
       state.mode = mode;
       state.faults = faults;
       state.faulted = 0;
@@ -344,6 +356,23 @@ test("a server that answers 503 or cuts connections a few times is retried: the 
     proxy.set("pass");
     assert.equal(await sha256Of((await store.open(digest))!.stream), digest);
     assert.equal(await sha256Of((await store.open(digestOf(again)))!.stream), digestOf(again));
+  } finally {
+    await proxy.close();
+  }
+});
+
+test("a read whose answer stalls midway resumes on a new connection", async () => {
+  const proxy = faultProxy(rgwPort());
+  try {
+    const store = await openStore({ endpoint: proxy.endpoint, readStallMs: 300 });
+    const bytes = bytesOf(3 * MiB, 63);
+    const digest = digestOf(bytes);
+    assert.equal((await store.put(digest, bodyOf(bytes))).ok, true);
+    proxy.set("stall", 1);
+    const accepted = proxy.state.accepted;
+    assert.equal(await sha256Of((await store.open(digest))!.stream), digest);
+    assert.equal(proxy.state.faulted, 1, "the first answer stalled");
+    assert.ok(proxy.state.accepted > accepted + 1, "the rest came over a new connection");
   } finally {
     await proxy.close();
   }

@@ -32,6 +32,8 @@ export interface S3ClientOptions {
   retries?: number;
   /** First back-off delay in ms, doubled each time (default 100). */
   retryBaseMs?: number;
+  /** How long a body being read may send nothing before the read resumes elsewhere (60 s). */
+  readStallMs?: number;
 }
 
 /** S3 refused a request for a reason retrying does not fix. */
@@ -66,6 +68,21 @@ export interface S3Read {
 const RETRY_CODES = new Set(["SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"]);
 /** How long to wait for an answer's headers (a part upload sends its body first). */
 const ANSWER_TIMEOUT_MS = 120_000;
+/** A body that sends nothing this long is taken as cut off (and resumed). */
+const READ_STALL_MS = 60_000;
+
+/** `reader.read()`, or a rejection once it has waited `ms`. */
+async function readWithin<T>(reader: ReadableStreamDefaultReader<T>, ms: number) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stalled = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no bytes for ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([reader.read(), stalled]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 interface Call {
   method: string;
@@ -276,11 +293,12 @@ export class S3Client {
     let offset = start;
     let resumes = 0;
     const retries = this.#options.retries ?? 5;
+    const stallMs = this.#options.readStallMs ?? READ_STALL_MS;
     return new ReadableStream<Uint8Array>({
       pull: async (controller) => {
         for (;;) {
           try {
-            const { done, value } = await reader.read();
+            const { done, value } = await readWithin(reader, stallMs);
             if (done) {
               if (offset < end) throw new Error(`answer ended at ${offset} of ${end}`);
               return controller.close();
@@ -288,6 +306,8 @@ export class S3Client {
             offset += value.length;
             return controller.enqueue(value);
           } catch (error) {
+            // A stalled answer's connection is let go before reading the rest elsewhere.
+            reader.cancel().catch(() => {});
             if (offset >= end || ++resumes > retries) {
               throw offset >= end ? error : unavailable(`GET ${key} cut off at ${offset}`);
             }
