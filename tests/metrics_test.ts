@@ -126,6 +126,25 @@ Deno.test("/metrics counts requests by route template and status, whatever the r
   }
 });
 
+Deno.test("/metrics counts the bytes of blob downloads the connection guard writes itself", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "berth-metrics-" });
+  await using server = await spawnRegistry(["--data", dir]);
+  try {
+    const reg = { fetch: (path: string, init?: RequestInit) => fetch(server.url + path, init) };
+    const bytes = "x".repeat(300_000);
+    const digest = await pushBlob(reg as TestRegistry, "team/app", bytes);
+    const blobs = { route: "/v2/:name+/blobs/:digest", method: "GET" };
+    const before = value(await scrape(server.url), "berth_http_response_bytes_total", blobs);
+    const res = await fetch(`${server.url}/v2/team/app/blobs/${digest}`);
+    assert.equal((await res.text()).length, 300_000);
+    const after = value(await scrape(server.url), "berth_http_response_bytes_total", blobs);
+    assert.equal(after - before, 300_000);
+  } finally {
+    await server.kill();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("/metrics answers other methods with 405 and the spec's error body", async () => {
   const dir = await Deno.makeTempDir({ prefix: "berth-metrics-" });
   await using server = await spawnRegistry(["--data", dir]);

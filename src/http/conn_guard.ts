@@ -386,7 +386,17 @@ export function handOffFile(
   const headers = new Headers(init.headers);
   headers.delete("content-length");
   headers.set(HAND_OFF_HEADER, nonce);
-  return new Response(null, { status: init.status ?? 200, headers });
+  const response = new Response(null, { status: init.status ?? 200, headers });
+  handedOff.set(response, body.length);
+  return response;
+}
+
+/** The body length of responses whose file the guard writes (they carry no Content-Length). */
+const handedOff = new WeakMap<Response, number>();
+
+/** How many body bytes the guard writes for `response`, if it was handed off (for metrics). */
+export function handedOffLength(response: Response): number | undefined {
+  return handedOff.get(response);
 }
 
 /** Where `needle` first occurs in `bytes` from `from`, or -1. */

@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { handedOffLength } from "../http/conn_guard.ts";
 import type { Step } from "../http/pipeline.ts";
 import type { Route } from "../http/router.ts";
 import type { Counter, Histogram, Registry } from "./registry.ts";
@@ -117,8 +118,9 @@ export function measureRequests(registry: Registry, routes: readonly Route[]): S
       if (bytesIn !== null) metrics.bytesIn.inc(Number(bytesIn) || 0);
     }
     if (method !== "HEAD") {
-      const bytesOut = response.headers.get("content-length");
-      if (bytesOut !== null) metrics.bytesOut.inc(Number(bytesOut) || 0);
+      // A file the connection guard writes itself has no Content-Length here.
+      const bytesOut = response.headers.get("content-length") ?? handedOffLength(response);
+      if (bytesOut !== null && bytesOut !== undefined) metrics.bytesOut.inc(Number(bytesOut) || 0);
     }
     return response;
   };
