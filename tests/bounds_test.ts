@@ -750,6 +750,26 @@ async function eventually(
   }
 }
 
+Deno.test("A10: a closing PUT whose session's bytes are gone (the store says NotFound) gets 404 and ends the session", async () => {
+  // A store that does not keep a session's parts once they became a blob (Deno KV) says
+  // NotFound when a collection took that blob before the session's commit.
+  await using reg = await startBerth();
+  const f = await faultFixture(reg);
+  reg.store.fail("finish", { error: () => new Deno.errors.NotFound("Part p-1 of upload is gone") });
+  try {
+    const res = await reg.fetch(withDigest(f.session, sha256(SESSION)), { method: "PUT" });
+    const body = await res.text();
+    assert.equal(res.status, 404, body);
+    assert.equal(JSON.parse(body).errors[0].code, "BLOB_UPLOAD_UNKNOWN");
+    assert.deepEqual(reg.errors, [], "nothing logged as unhandled");
+  } finally {
+    reg.store.clear();
+  }
+  const status = await reg.fetch(f.session);
+  await status.body?.cancel();
+  assert.equal(status.status, 404, "the session has ended");
+});
+
 Deno.test("A5: --max-uploads-per-repo 2 --max-uploads 3: the next session gets 429 TOOMANYREQUESTS with Retry-After", async () => {
   await using reg = await spawnBerth(["--max-uploads-per-repo", "2", "--max-uploads", "3"]);
   const a1 = await openSession(reg, "a");

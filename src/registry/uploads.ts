@@ -206,7 +206,7 @@ export class Uploads {
     const part = await this.#writeChunk(name, session, chunk, digest, lock);
     const parts = [...await meta.listUploadParts(session), ...(part ? [part] : [])];
     // The parts stay until the session's commit: if a collection removed the same bytes
-    // meanwhile (the commit says "stale"), they are placed again.
+    // meanwhile (the commit says "stale"), they are placed again (where the store kept them).
     for (;;) {
       const bytes = await settledBytes(meta, blobs, digest);
       const result = await this.#onSessionFiles(
@@ -215,6 +215,12 @@ export class Uploads {
       )
         .catch(async (error) => {
           if (part) await blobs.removePart(uploadId, part.file).catch(() => {});
+          if (error instanceof Deno.errors.NotFound) {
+            // The session's bytes are gone while its record is not (a collection took the blob
+            // its parts had become, in a store that does not keep them): it can never finish.
+            if (await meta.endUpload(session)) await blobs.removeUpload(uploadId).catch(() => {});
+            throw ended();
+          }
           throw error;
         });
       if (!result.ok) {
@@ -224,9 +230,9 @@ export class Uploads {
           detail: { expected: digest, actual: result.actual },
         });
       }
-      const ended = await meta.endUpload(session, { digest, size: result.size, bytes });
-      if (ended === "stale") continue;
-      if (!ended) {
+      const outcome = await meta.endUpload(session, { digest, size: result.size, bytes });
+      if (outcome === "stale") continue;
+      if (!outcome) {
         if (part) await blobs.removePart(uploadId, part.file);
         return await this.#lostRace(name, session);
       }

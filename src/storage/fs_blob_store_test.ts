@@ -192,9 +192,10 @@ Deno.test("FsBlobStore: removing the last appended part after its finish placed 
     assert.deepEqual(await store.finish("u", [part], digest), { ok: true, size: 300_000 });
     await store.removePart("u", part.file);
     await lock.release();
-    assert.deepEqual(await Deno.readFile(store.blobPath(digest)), bytes);
+    const whole = async () => digestOf(await Deno.readFile(store.blobPath(digest)));
+    assert.equal(await whole(), digest);
     await store.removeUpload("u");
-    assert.deepEqual(await Deno.readFile(store.blobPath(digest)), bytes);
+    assert.equal(await whole(), digest);
   } finally {
     await Deno.remove(root, { recursive: true });
   }

@@ -195,7 +195,7 @@ export class S3BlobStore implements Storage {
         await this.#copyIntoPlace(this.#partKey(uploadId, only.file), only.size, digest);
       } catch (error) {
         // The session was removed under this request (a DELETE, another finisher): gone.
-        if (error instanceof S3Error && error.status === 404) {
+        if (error instanceof S3Error && error.code === "NoSuchKey") {
           throw new Deno.errors.NotFound(`Part ${only.file} of upload ${uploadId} is missing`);
         }
         throw error;
@@ -225,6 +225,7 @@ export class S3BlobStore implements Storage {
         await writer.copyPart(source, { start, end });
         if (last) break;
       }
+      writer.size = size; // copied, not streamed: what the object holds once completed
       await writer.finish();
     } catch (error) {
       await writer.abort();
