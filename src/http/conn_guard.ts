@@ -75,6 +75,8 @@
  * @module
  */
 
+import { TAKEN_BODY_HEADER, TakenBody, takenHead, UpTracker } from "./guard_bodies.ts";
+
 /** A running guarded server, shaped like `Deno.HttpServer` where it matters. */
 export interface GuardedServer {
   addr: Deno.NetAddr;
@@ -175,6 +177,12 @@ interface Connection {
   handOffs: Map<string, HandOff>;
   /** Bytes from the server held back while looking for a hand-off marker that may straddle reads. */
   heldDown: Uint8Array | null;
+  /** Follows the client's requests on cleartext HTTP/1, to read large bodies itself. */
+  up: UpTracker;
+  /** Bodies the guard holds whose request has not reached its handler yet, by nonce. */
+  bodies: Map<string, TakenBody>;
+  /** A body it held broke: closed once its answer is out (quiet for ENDING_QUIET_MS). */
+  ending: boolean;
 }
 
 /**
@@ -220,6 +228,12 @@ const requestHandOffs = new WeakMap<Request, string>();
 const SPARE_BUFFERS = 64;
 const spareBuffers: Uint8Array[] = [];
 
+/**
+ * A connection whose taken body broke is closed once the server has been quiet
+ * this long with no request in flight (its answer is out): Deno's server does
+ * not close a connection for a `Connection: close` answer.
+ */
+const ENDING_QUIET_MS = 200;
 /** A refused TLS connection (its handshake included) is cut off after this long. */
 const TLS_REFUSAL_MS = 5000;
 /** ...and closed once quiet this long (its answer is out). */
@@ -347,6 +361,8 @@ function close(conn: Connection): void {
   closeQuietly(conn.back);
   for (const { file } of conn.handOffs.values()) closeQuietly(file);
   conn.handOffs.clear();
+  for (const body of conn.bodies.values()) body.abandon();
+  conn.bodies.clear();
 }
 
 /**
@@ -531,6 +547,47 @@ function dropHandOff(conn: Connection, nonce: string): void {
   closeQuietly(handOff.file);
 }
 
+/**
+ * Relays client bytes while the guard follows the requests (see
+ * `guard_bodies.ts`); false when the connection must not be read further.
+ */
+async function relayUp(conn: Connection, back: Deno.Conn, bytes: Uint8Array): Promise<boolean> {
+  if (conn.tls || conn.h2 !== false) {
+    // Not cleartext HTTP/1, or not known to be yet (these bytes may begin the HTTP/2 preface).
+    const held = conn.up.stop();
+    if (held) await writeAll(back, held);
+    await writeAll(back, bytes);
+    return true;
+  }
+  return await conn.up.relay(bytes, (bytes) => writeAll(back, bytes), async (head, rest) => {
+    const nonce = crypto.randomUUID();
+    const body = new TakenBody(head, rest, conn.front, () => (conn.lastActive = Date.now()));
+    conn.bodies.set(nonce, body);
+    await writeAll(back, takenHead(head, nonce));
+    const after = await body.finished;
+    if (after === null) {
+      // Broken (cut off, bad framing): nothing more can be read; closed once its answer is out.
+      conn.ending = true;
+      conn.lastServer = Date.now();
+    }
+    return after;
+  });
+}
+
+/** `response` with `Connection: close`: the connection ends once it is out. */
+function closingAfter(response: Response): Response {
+  try {
+    response.headers.set("connection", "close");
+    return response;
+  } catch {
+    // Immutable headers (Response.error() and the like).
+    const headers = new Headers(response.headers);
+    headers.set("connection", "close");
+    const { status, statusText } = response;
+    return new Response(response.body, { status, statusText, headers });
+  }
+}
+
 async function relay(
   from: Deno.Conn,
   to: Deno.Conn,
@@ -550,7 +607,9 @@ async function relay(
         if (direction === "down") conn.lastServer = now;
         else if (conn.inFlight === 0 && conn.waitingSince === 0) conn.waitingSince = now;
       }
-      if (direction === "down" && (conn.handOffs.size > 0 || conn.heldDown)) {
+      if (direction === "up" && conn.up.following) {
+        if (!(await relayUp(conn, to, bytes))) return; // a taken body left unread: no more requests
+      } else if (direction === "down" && (conn.handOffs.size > 0 || conn.heldDown)) {
         await relayDown(
           conn,
           bytes,
@@ -637,10 +696,16 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
         }
         conn.inFlight++;
         conn.waitingSince = 0;
-        requestConnections.set(req, conn);
+        // A body the guard holds for this request: the handler reads it off the client's socket.
+        const nonce = req.headers.get(TAKEN_BODY_HEADER);
+        const taken = nonce === null ? undefined : conn.bodies.get(nonce);
+        if (taken) conn.bodies.delete(nonce!);
+        const request = taken ? taken.request(req) : req;
+        requestConnections.set(request, conn);
         let response: Response | undefined;
+        let unread = false;
         try {
-          return response = await handler(req, {
+          response = await handler(request, {
             remoteAddr: conn.front.remoteAddr,
             get completed() {
               return info.completed;
@@ -648,13 +713,19 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
           });
         } finally {
           // A hand-off whose marked response is not the answer never sees its headers.
-          const nonce = requestHandOffs.get(req);
+          const nonce = requestHandOffs.get(request);
           if (nonce !== undefined && response?.headers.get(HAND_OFF_HEADER) !== nonce) {
             dropHandOff(conn, nonce);
           }
+          unread = taken !== undefined && !taken.abandon();
           conn.inFlight--;
           conn.lastActive = Date.now();
+          if (unread) {
+            conn.ending = true;
+            conn.lastServer = conn.lastActive; // the quiet period starts now
+          }
         }
+        return unread ? closingAfter(response) : response;
       },
     );
     const started: Inner = { server, addr: server.addr, byPort, ended: false };
@@ -714,7 +785,8 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
         conn.lastServer < cutoff;
       // No further request on it can reach a handler.
       const orphan = conn.inner.ended && conn.lastActive < orphanCutoff;
-      if (idle || slowHeaders || orphan) close(conn);
+      const ended = conn.ending && conn.lastServer < now - ENDING_QUIET_MS;
+      if (idle || slowHeaders || orphan || ended) close(conn);
     }
     for (const conn of refused) {
       if (conn.inFlight === 0 && conn.lastActive < now - TLS_REFUSAL_QUIET_MS) close(conn);
@@ -767,6 +839,9 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
       closed: false,
       handOffs: new Map(),
       heldDown: null,
+      up: new UpTracker(),
+      bodies: new Map(),
+      ending: false,
     };
   }
 

@@ -611,3 +611,152 @@ Deno.test("relayDown() refuses a marked response whose length is not Deno's 0", 
     /Unexpected headers/,
   );
 });
+
+/** A guarded server that answers with what it read of each request's body (`/ignore`: nothing). */
+function bodyServer() {
+  const seen: { method: string; headers: Record<string, string> }[] = [];
+  const server = serveGuarded(
+    { hostname: "127.0.0.1", port: 0, idleTimeoutMs: 60_000, maxConnections: 10 },
+    async (req) => {
+      seen.push({ method: req.method, headers: Object.fromEntries(req.headers) });
+      if (new URL(req.url).pathname === "/ignore") return new Response("ignored");
+      try {
+        const body = new Uint8Array(await req.arrayBuffer());
+        const sum = body.reduce((a, b) => (a * 31 + b) >>> 0, 7);
+        return new Response(`${body.length} ${sum}`);
+      } catch (error) {
+        return new Response(`unread: ${(error as Error).name}`, { status: 400 });
+      }
+    },
+  );
+  return { server, seen };
+}
+
+function checksum(bytes: Uint8Array): number {
+  return bytes.reduce((a, b) => (a * 31 + b) >>> 0, 7);
+}
+
+/** Every response in `text`, in order: status, lower-cased head, body. */
+function responses(text: string): { status: number; head: string; body: string }[] {
+  const out = [];
+  while (text.length > 0) {
+    const end = text.indexOf("\r\n\r\n");
+    const head = text.slice(0, end).toLowerCase();
+    const length = Number(/\r\ncontent-length: (\d+)/.exec(head)?.[1] ?? 0);
+    out.push({
+      status: Number(head.split(" ")[1]),
+      head,
+      body: text.slice(end + 4, end + 4 + length),
+    });
+    text = text.slice(end + 4 + length);
+  }
+  return out;
+}
+
+Deno.test("the guard reads a large upload body itself and serves the next pipelined request where it ended", async () => {
+  const { server, seen } = bodyServer();
+  try {
+    using conn = await connect(server.addr.port);
+    const body = crypto.getRandomValues(new Uint8Array(300_000).subarray(0, 65536));
+    const big = new Uint8Array(300_000);
+    for (let i = 0; i < big.length; i += body.length) big.set(body.subarray(0, big.length - i), i);
+    const head = `PATCH /u HTTP/1.1\r\nHost: x\r\nContent-Length: ${big.length}\r\n\r\n`;
+    await conn.write(
+      new Uint8Array([
+        ...encoder.encode(head),
+        ...big,
+        ...encoder.encode("GET /after HTTP/1.1\r\nHost: x\r\n\r\n"),
+      ]),
+    );
+    const text = await readUntil(conn, (t) => responses(t).length === 2 && t.endsWith(" 7"));
+    const [patch, after] = responses(text);
+    assert.equal(patch!.body, `${big.length} ${checksum(big)}`);
+    assert.equal(after!.body, "0 7");
+    // The handler saw the client's framing, not the guard's stand-in head.
+    assert.equal(seen[0]!.headers["content-length"], String(big.length));
+    assert.equal(seen[0]!.headers["berth-guard-upload"], undefined);
+    assert.equal(seen[1]!.method, "GET");
+  } finally {
+    await server.shutdown(1000);
+  }
+});
+
+Deno.test("the guard decodes a chunked upload body, and a forged nonce on a small one takes nothing", async () => {
+  const { server, seen } = bodyServer();
+  try {
+    using conn = await connect(server.addr.port);
+    const data = crypto.getRandomValues(new Uint8Array(50_000));
+    const chunks = [data.subarray(0, 1), data.subarray(1, 40_000), data.subarray(40_000)];
+    const parts: Uint8Array[] = [
+      encoder.encode("PUT /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"),
+    ];
+    for (const chunk of chunks) {
+      parts.push(
+        encoder.encode(`${chunk.length.toString(16)};x=1\r\n`),
+        chunk,
+        encoder.encode("\r\n"),
+      );
+    }
+    parts.push(encoder.encode("0\r\nX-Trailer: 1\r\n\r\n"));
+    parts.push(encoder.encode(
+      "PATCH /small HTTP/1.1\r\nHost: x\r\nberth-guard-upload: guessed\r\nContent-Length: 3\r\n\r\nabc",
+    ));
+    for (const part of parts) await conn.write(part);
+    const text = await readUntil(
+      conn,
+      (t) => responses(t).length === 2 && /\r\n\r\n3 \d+$/.test(t),
+    );
+    const [put, small] = responses(text);
+    assert.equal(put!.body, `${data.length} ${checksum(data)}`);
+    assert.equal(seen[0]!.headers["transfer-encoding"], "chunked");
+    assert.equal(small!.body, `3 ${checksum(encoder.encode("abc"))}`);
+  } finally {
+    await server.shutdown(1000);
+  }
+});
+
+Deno.test("the guard drains a large body the handler leaves unread, and the connection serves on", async () => {
+  const { server } = bodyServer();
+  try {
+    using conn = await connect(server.addr.port);
+    const big = new Uint8Array(2 * 1024 * 1024);
+    const sending = (async () => {
+      await conn.write(
+        encoder.encode(`PUT /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: ${big.length}\r\n\r\n`),
+      );
+      for (let sent = 0; sent < big.length;) sent += await conn.write(big.subarray(sent));
+      await conn.write(encoder.encode("GET /after HTTP/1.1\r\nHost: x\r\n\r\n"));
+    })();
+    const text = await readUntil(conn, (t) => responses(t).length === 2);
+    await sending;
+    const [ignored, after] = responses(text);
+    assert.equal(ignored!.body, "ignored");
+    assert.doesNotMatch(ignored!.head, /connection: close/);
+    assert.equal(after!.body, "0 7");
+  } finally {
+    await server.shutdown(1000);
+  }
+});
+
+Deno.test("the guard ends the connection after a taken body that broke (bad chunked framing)", async () => {
+  const { server } = bodyServer();
+  try {
+    using conn = await connect(server.addr.port);
+    await conn.write(encoder.encode(
+      "PATCH /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcdefgh\r\n0\r\n\r\n" +
+        "GET /after HTTP/1.1\r\nHost: x\r\n\r\n",
+    ));
+    // Read to the end: the connection closes after the one answer (long before the idle timeout).
+    const started = Date.now();
+    const timer = setTimeout(() => conn.close(), 10_000);
+    const text = await readUntil(conn, () => false);
+    clearTimeout(timer);
+    assert.ok(Date.now() - started < 5000, "closed once the answer was out");
+    const [answer, ...more] = responses(text);
+    assert.equal(answer!.status, 400);
+    assert.match(answer!.head, /\r\nconnection: close/);
+    assert.equal(more.length, 0);
+  } finally {
+    await server.shutdown(1000);
+  }
+});
