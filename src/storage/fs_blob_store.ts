@@ -53,8 +53,6 @@ import { fileStream, READ_BUFFER_BYTES, writeBody } from "./streams.ts";
 /** The file a session's chunks are appended to, and the one whose flock is its writer lock. */
 const DATA_FILE = "data";
 const LOCK_FILE = "lock";
-/** While a body is written, its data is flushed in the background every this many bytes. */
-const SYNC_EVERY_BYTES = 32 * 1024 * 1024;
 /** Running digests kept for at most this many sessions (the oldest go first). */
 const MAX_RUNNING = 1024;
 
@@ -340,9 +338,7 @@ export class FsBlobStore implements Storage {
   }
 
   #writeOptions(hashes: Hash[], limit: number | undefined) {
-    return limit === undefined
-      ? { hashes, syncEvery: SYNC_EVERY_BYTES }
-      : { hashes, limit, syncEvery: SYNC_EVERY_BYTES };
+    return limit === undefined ? { hashes } : { hashes, limit };
   }
 
   /** Takes the session's writer lock (an exclusive flock on its `lock` file). */
