@@ -75,7 +75,14 @@
  * @module
  */
 
-import { TAKEN_BODY_HEADER, TakenBody, takenHead, UpTracker } from "./guard_bodies.ts";
+import {
+  decodeLatin1,
+  encodeLatin1,
+  TAKEN_BODY_HEADER,
+  TakenBody,
+  takenHead,
+  UpTracker,
+} from "./guard_bodies.ts";
 
 /** A running guarded server, shaped like `Deno.HttpServer` where it matters. */
 export interface GuardedServer {
@@ -183,6 +190,8 @@ interface Connection {
   bodies: Map<string, TakenBody>;
   /** A body it held broke: closed once its answer is out (quiet for ENDING_QUIET_MS). */
   ending: boolean;
+  /** Settled when the connection is closed. */
+  whenClosed: PromiseWithResolvers<null>;
 }
 
 /**
@@ -257,6 +266,7 @@ const REFUSAL = new TextEncoder().encode(
   "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n" +
     `Connection: close\r\nContent-Length: ${REFUSAL_BODY.length}\r\n\r\n${REFUSAL_BODY}`,
 );
+const INVALID_HOST_BODY = '{"errors":[{"code":"UNSUPPORTED","message":"Invalid Host header"}]}';
 const FORBIDDEN_BODY =
   '{"errors":[{"code":"DENIED","message":"Connect through the public address"}]}';
 
@@ -363,6 +373,7 @@ function close(conn: Connection): void {
   conn.handOffs.clear();
   for (const body of conn.bodies.values()) body.abandon();
   conn.bodies.clear();
+  conn.whenClosed.resolve(null);
 }
 
 /**
@@ -433,9 +444,6 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   joined.set(b, a.length);
   return joined;
 }
-
-const latin1 = new TextDecoder("latin1");
-const encodeLatin1 = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0));
 
 /** Writes `length` bytes of `file` from `start` to the client, then closes the file. */
 async function sendFile(conn: Connection, to: Deno.Conn, handOff: HandOff): Promise<void> {
@@ -514,7 +522,7 @@ export async function relayDown(
       return;
     }
     // From the marker's CRLF to the blank line: the marker line, then the rest of the headers.
-    const lines = latin1.decode(data.subarray(at + 2, end)).split("\r\n");
+    const lines = decodeLatin1(data.subarray(at + 2, end)).split("\r\n");
     const nonce = lines[0]!.slice(HAND_OFF_HEADER.length + 2);
     const handOff = state.handOffs.get(nonce);
     if (!handOff) {
@@ -561,10 +569,16 @@ async function relayUp(conn: Connection, back: Deno.Conn, bytes: Uint8Array): Pr
   }
   return await conn.up.relay(bytes, (bytes) => writeAll(back, bytes), async (head, rest) => {
     const nonce = crypto.randomUUID();
-    const body = new TakenBody(head, rest, conn.front, () => (conn.lastActive = Date.now()));
+    const body = new TakenBody(head, rest, conn.front, () => {
+      const now = Date.now();
+      conn.lastActive = now;
+      // Read once its handler has answered (drained): as the next request's headers would be.
+      if (conn.inFlight === 0 && conn.waitingSince === 0) conn.waitingSince = now;
+    });
     conn.bodies.set(nonce, body);
     await writeAll(back, takenHead(head, nonce));
-    const after = await body.finished;
+    // Whatever becomes of the request, the relay ends with the connection.
+    const after = await Promise.race([body.finished, conn.whenClosed.promise]);
     if (after === null) {
       // Broken (cut off, bad framing): nothing more can be read; closed once its answer is out.
       conn.ending = true;
@@ -576,6 +590,7 @@ async function relayUp(conn: Connection, back: Deno.Conn, bytes: Uint8Array): Pr
 
 /** `response` with `Connection: close`: the connection ends once it is out. */
 function closingAfter(response: Response): Response {
+  if (response.type === "error") return response; // Deno ends the connection for these
   try {
     response.headers.set("connection", "close");
     return response;
@@ -700,17 +715,28 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
         const nonce = req.headers.get(TAKEN_BODY_HEADER);
         const taken = nonce === null ? undefined : conn.bodies.get(nonce);
         if (taken) conn.bodies.delete(nonce!);
-        const request = taken ? taken.request(req) : req;
-        requestConnections.set(request, conn);
+        let request = req;
         let response: Response | undefined;
         let unread = false;
         try {
-          response = await handler(request, {
-            remoteAddr: conn.front.remoteAddr,
-            get completed() {
-              return info.completed;
-            },
-          });
+          let valid = true;
+          try {
+            if (taken) request = taken.request(req);
+          } catch {
+            valid = false; // a Host that makes no URL: the pipeline's own answer to it
+          }
+          requestConnections.set(request, conn);
+          response = valid
+            ? await handler(request, {
+              remoteAddr: conn.front.remoteAddr,
+              get completed() {
+                return info.completed;
+              },
+            })
+            : new Response(INVALID_HOST_BODY, {
+              status: 400,
+              headers: { "Content-Type": "application/json" },
+            });
         } finally {
           // A hand-off whose marked response is not the answer never sees its headers.
           const nonce = requestHandOffs.get(request);
@@ -842,6 +868,7 @@ export function serveGuarded(options: GuardOptions, handler: GuardedHandler): Gu
       up: new UpTracker(),
       bodies: new Map(),
       ending: false,
+      whenClosed: Promise.withResolvers(),
     };
   }
 

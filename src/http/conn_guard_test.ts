@@ -760,3 +760,75 @@ Deno.test("the guard ends the connection after a taken body that broke (bad chun
     await server.shutdown(1000);
   }
 });
+
+Deno.test("a taken body whose Host makes no URL gets 400, and the connection is freed when the client goes", async () => {
+  const { server, seen } = bodyServer();
+  try {
+    const conn = await connect(server.addr.port);
+    await conn.write(
+      encoder.encode("PUT /x HTTP/1.1\r\nHost: a b\r\nContent-Length: 65536\r\n\r\n"),
+    );
+    const answer = await readResponse(conn);
+    assert.equal(answer?.status, 400);
+    assert.match(answer!.body, /UNSUPPORTED/);
+    assert.equal(seen.length, 0);
+    conn.close();
+    for (let i = 0; i < 50 && server.connections > 0; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(server.connections, 0);
+  } finally {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const stuck = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error("shutdown hung on a leaked connection")), 5000);
+    });
+    await Promise.race([server.shutdown(1000), stuck]).finally(() => clearTimeout(timer));
+  }
+});
+
+Deno.test("header bytes 0x80-0xFF reach the handler the same whether the guard takes the body or not", async () => {
+  const { server, seen } = bodyServer();
+  try {
+    using conn = await connect(server.addr.port);
+    const value = new Uint8Array([0x61, 0xe9, 0x80, 0x86, 0x9b, 0xff]);
+    for (const length of [3, 70_000]) {
+      await conn.write(
+        new Uint8Array([
+          ...encoder.encode("PATCH /u HTTP/1.1\r\nHost: x\r\nX-Name: "),
+          ...value,
+          ...encoder.encode(`\r\nContent-Length: ${length}\r\n\r\n`),
+          ...new Uint8Array(length),
+        ]),
+      );
+      assert.equal((await readResponse(conn))?.status, 200);
+    }
+    assert.equal(seen[1]!.headers["x-name"], seen[0]!.headers["x-name"]);
+    assert.equal(seen[0]!.headers["x-name"], String.fromCharCode(...value));
+  } finally {
+    await server.shutdown(1000);
+  }
+});
+
+Deno.test("a client trickling an unread body after its answer is closed like a slowloris", async () => {
+  const server = serveGuarded(
+    { hostname: "127.0.0.1", port: 0, idleTimeoutMs: 600, maxConnections: 10 },
+    () => new Response("refused", { status: 401 }),
+  );
+  try {
+    using conn = await connect(server.addr.port);
+    await conn.write(
+      encoder.encode("PATCH /u HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n"),
+    );
+    assert.equal((await readResponse(conn))?.status, 401);
+    const started = Date.now();
+    let open = true;
+    while (open && Date.now() - started < 6000) {
+      await new Promise((r) => setTimeout(r, 200));
+      open = await conn.write(new Uint8Array(1)).then(() => true, () => false);
+    }
+    assert.ok(!open, "closed while it trickled");
+    assert.ok(Date.now() - started < 4000);
+  } finally {
+    await server.shutdown(1000);
+  }
+});

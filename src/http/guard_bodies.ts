@@ -25,10 +25,13 @@
  * never sent to the client, and the guard drops the header from heads it
  * rewrites.
  *
- * A body the handler leaves unread (a refusal before the upload) cannot be
- * skipped cheaply: its response carries `Connection: close` and the
- * connection ends after it, as the internal server itself does with a large
- * unread body.
+ * A body the handler leaves unread (a request refused before its upload) is
+ * read to its end and dropped, as the internal server does with a body it
+ * does not read, so the connection serves on; once the answer is out, those
+ * reads count as a next request's headers would, so a client that trickles
+ * them is closed after the idle timeout (slowloris). A body that breaks (the
+ * client goes away, bad chunked framing) ends the connection once its
+ * answer is out.
  *
  * @module
  */
@@ -39,6 +42,8 @@ export const TAKEN_BODY_HEADER = "berth-guard-upload";
 export const TAKE_MIN_BYTES = 64 * 1024;
 /** A head longer than this is left to the internal server (which refuses it). */
 const MAX_HEAD_BYTES = 64 * 1024;
+/** Heads with more header lines are relayed (Deno's server takes at most 128). */
+const MAX_TAKEN_HEADER_LINES = 100;
 /** Chunk-size lines and trailers, bounded. */
 const MAX_CHUNK_LINE_BYTES = 4096;
 const MAX_TRAILER_BYTES = 16 * 1024;
@@ -48,8 +53,21 @@ const MAX_CHUNK_SIZE_DIGITS = 12;
 const AUTO_CHUNK_BYTES = 64 * 1024;
 
 const HEADER_END = new TextEncoder().encode("\r\n\r\n");
-const latin1 = new TextDecoder("latin1");
-const encodeLatin1 = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0));
+/**
+ * Bytes as ISO-8859-1 text, one character per byte (`TextDecoder("latin1")`
+ * is windows-1252, which maps 0x80-0x9F elsewhere and would not round-trip).
+ */
+export function decodeLatin1(bytes: Uint8Array): string {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 4096) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 4096));
+  }
+  return text;
+}
+
+/** The inverse of {@linkcode decodeLatin1}. */
+export const encodeLatin1 = (text: string): Uint8Array =>
+  Uint8Array.from(text, (c) => c.charCodeAt(0));
 const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP\/1\.1$/;
 const HEADER_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\r\n]*?)[ \t]*$/;
 /** A CR not before LF, or an LF not after CR, or a NUL. */
@@ -63,7 +81,7 @@ const NOT_IN_HEAD = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/;
 /** Whether `held` (ending with the newly read `latest`) may still become a request head. */
 function mayBeginHead(held: Uint8Array, latest: Uint8Array): boolean {
   return TOKEN_START.test(String.fromCharCode(held[0]!)) &&
-    !NOT_IN_HEAD.test(latin1.decode(latest));
+    !NOT_IN_HEAD.test(decodeLatin1(latest));
 }
 
 /** A request head the guard can follow. */
@@ -83,7 +101,7 @@ export interface RequestHead {
  * when anything about it is unusual (see the module comment).
  */
 export function parseRequestHead(bytes: Uint8Array): RequestHead | null {
-  const text = latin1.decode(bytes);
+  const text = decodeLatin1(bytes);
   if (!text.endsWith("\r\n\r\n")) return null;
   const body = text.slice(0, -4);
   if (BARE_CR_LF.test(body)) return null;
@@ -111,8 +129,9 @@ export function parseRequestHead(bytes: Uint8Array): RequestHead | null {
   }
   if (chunked && contentLength !== undefined) return null;
   const length = chunked ? "chunked" : contentLength ?? 0;
+  // The rewrite adds a header line: a head near the internal server's limit is relayed.
   const take = !expect && (method === "PATCH" || method === "PUT" || method === "POST") &&
-    (length === "chunked" || length >= TAKE_MIN_BYTES);
+    (length === "chunked" || length >= TAKE_MIN_BYTES) && lines.length <= MAX_TAKEN_HEADER_LINES;
   // A chunked body the guard does not read would have to be parsed to find its end.
   if (chunked && !take) return null;
   return { method, length, take, lines, requestLine: requestLine! };

@@ -36,6 +36,10 @@ Deno.test("parseRequestHead() follows well-formed heads and takes large or chunk
     "PATCH /u HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 9999999\r\n\r\n",
   );
   assert.deepEqual([expect?.length, expect?.take], [9999999, false]);
+  // A head near the internal server's header limit is relayed (the rewrite adds a line).
+  const many = "X: y\r\n".repeat(100);
+  assert.equal(head(`PUT /u HTTP/1.1\r\n${many}Content-Length: 99999\r\n\r\n`)?.take, false);
+  assert.equal(head(`PUT /u HTTP/1.1\r\n${many}Transfer-Encoding: chunked\r\n\r\n`), null);
   // Large bodies of other methods are relayed (and followed).
   assert.equal(head("GET /u HTTP/1.1\r\nContent-Length: 9999999\r\n\r\n")?.take, false);
 });
