@@ -1,5 +1,10 @@
 /**
- * Structured logs: one JSON line per event on stdout (errors on stderr).
+ * Structured logs: one JSON line per event on stdout (warnings and errors on
+ * stderr, at once). Lines on stdout wait for the end of the current task and
+ * go out together in one write: a line per request written on its own (as
+ * `console.log` does, synchronously) cost a manifest GET about an eighth of
+ * its CPU. They are written before the process exits normally; a kill -9
+ * loses at most the lines of its last task.
  *
  * @module
  */
@@ -21,6 +26,41 @@ function describe(value: unknown): unknown {
     : value;
 }
 
+/** Lines past this many are written at once rather than at the end of the task. */
+const MAX_PENDING_LINES = 1000;
+const encoder = new TextEncoder();
+let pending: string[] = [];
+let timer: ReturnType<typeof setTimeout> | undefined;
+
+/** Writes the lines waiting for the end of the task. */
+export function flushLogs(): void {
+  clearTimeout(timer);
+  timer = undefined;
+  if (pending.length === 0) return;
+  const text = pending.join("\n") + "\n";
+  pending = [];
+  try {
+    const bytes = encoder.encode(text);
+    for (let written = 0; written < bytes.length;) {
+      written += Deno.stdout.writeSync(bytes.subarray(written));
+    }
+  } catch {
+    console.log(text.slice(0, -1)); // no stdout of its own (Deno Deploy): the console
+  }
+}
+
+function queue(line: string): void {
+  pending.push(line);
+  if (pending.length >= MAX_PENDING_LINES) flushLogs();
+  else if (timer === undefined) {
+    timer = setTimeout(flushLogs, 0);
+    // Lines alone do not keep the process alive; exiting writes them (below).
+    Deno.unrefTimer(timer);
+  }
+}
+
+globalThis.addEventListener("unload", flushLogs);
+
 /** Creates a logger writing at `level` and above. */
 export function createLogger(level: LogLevel): Logger {
   const min = RANK[level];
@@ -29,8 +69,10 @@ export function createLogger(level: LogLevel): Logger {
     const record: Record<string, unknown> = { time: new Date().toISOString(), level: at, event };
     for (const [key, value] of Object.entries(fields)) record[key] = describe(value);
     const line = JSON.stringify(record);
-    if (RANK[at] >= RANK.warn) console.error(line);
-    else console.log(line);
+    if (RANK[at] >= RANK.warn) {
+      flushLogs(); // in order with what came before
+      console.error(line);
+    } else queue(line);
   };
   return {
     debug: (event, fields) => write("debug", event, fields),

@@ -53,11 +53,18 @@ const MAX_CHUNK_SIZE_DIGITS = 12;
 const AUTO_CHUNK_BYTES = 64 * 1024;
 
 const HEADER_END = new TextEncoder().encode("\r\n\r\n");
+const windows1252 = new TextDecoder("latin1");
+const BEYOND_LATIN1 = /[^\x00-\xff]/;
+
 /**
  * Bytes as ISO-8859-1 text, one character per byte (`TextDecoder("latin1")`
  * is windows-1252, which maps 0x80-0x9F elsewhere and would not round-trip).
  */
 export function decodeLatin1(bytes: Uint8Array): string {
+  // Fast for the usual ASCII head: windows-1252 differs from ISO-8859-1 only where it
+  // gives characters past U+00FF.
+  const fast = windows1252.decode(bytes);
+  if (!BEYOND_LATIN1.test(fast)) return fast;
   let text = "";
   for (let i = 0; i < bytes.length; i += 4096) {
     text += String.fromCharCode(...bytes.subarray(i, i + 4096));
