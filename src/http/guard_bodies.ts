@@ -54,7 +54,7 @@ const AUTO_CHUNK_BYTES = 64 * 1024;
 
 const HEADER_END = new TextEncoder().encode("\r\n\r\n");
 const windows1252 = new TextDecoder("latin1");
-const BEYOND_LATIN1 = /[^\x00-\xff]/;
+const BEYOND_LATIN1 = /[^\u0000-\u00ff]/;
 
 /**
  * Bytes as ISO-8859-1 text, one character per byte (`TextDecoder("latin1")`
@@ -83,6 +83,7 @@ const BARE_CR_LF = /\r(?!\n)|(?<!\r)\n|\0/;
 /** A token character: how a request line starts. */
 const TOKEN_START = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]/;
 /** Bytes that are in no request head: controls other than tab, CR and LF. */
+// deno-lint-ignore no-control-regex -- finding control characters is the point
 const NOT_IN_HEAD = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/;
 
 /** Whether `held` (ending with the newly read `latest`) may still become a request head. */
