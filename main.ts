@@ -9,6 +9,7 @@ import { openAuth } from "./src/auth/open.ts";
 import { ConfigError, helpText, parseCli } from "./src/config.ts";
 import { serveGuarded } from "./src/http/conn_guard.ts";
 import { Drain } from "./src/http/drain.ts";
+import { IdleCollector } from "./src/idle_gc.ts";
 import { loadTls } from "./src/http/tls.ts";
 import { createLogger } from "./src/log.ts";
 import { kvLocation, openStores } from "./src/open.ts";
@@ -149,6 +150,8 @@ async function serve(config: Config, crons: CollectorCrons | Error | null): Prom
     gcIntervalMs: config.gcIntervalMs,
     sweepIntervalMs: Math.min(Math.max(config.uploadTtlMs / 10, 1000), 60_000),
   });
+  // Memory given back after bursts, when the process may open an inspector session.
+  const idleGc = IdleCollector.permitted() ? new IdleCollector(drain).start() : null;
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) {
@@ -175,6 +178,7 @@ async function serve(config: Config, crons: CollectorCrons | Error | null): Prom
         inFlight: drain.inFlight,
       });
     }
+    idleGc?.stop();
     await stopSweeper();
     await stores.close();
     Deno.exit(0);

@@ -12,12 +12,18 @@ import { errorResponse } from "./respond.ts";
 /** Counts handlers in flight and refuses new requests once draining. */
 export class Drain {
   #inFlight = 0;
+  #handled = 0;
   #draining = false;
   #waiters: (() => void)[] = [];
 
   /** Requests being handled now. */
   get inFlight(): number {
     return this.#inFlight;
+  }
+
+  /** Requests handled since it was made. */
+  get handled(): number {
+    return this.#handled;
   }
 
   /** Wraps a handler so that it is counted, and refused while draining. */
@@ -36,6 +42,7 @@ export class Drain {
         return response;
       }
       this.#inFlight++;
+      this.#handled++;
       try {
         return await handler(req, ...rest);
       } finally {
