@@ -31,8 +31,21 @@ const USAGE = `deno task bench --vs URL|distribution [options]
   --hey-concurrency N   hey connections (64)
   --list-tags N         tags in the full-list repository (1000)
   --page-tags N         tags in Berth's large paging repository (100000)
+  --settle-ms N         before each sample: sync, then rest this long (2000)
   --only a,b            only these measures (${MEASURES.map((m) => m.id).join(", ")})
   --berth-args "..."    passed to berth serve`;
+
+/**
+ * Lets the machine settle before a sample: `sync` writes back what the last
+ * one left in the page cache (Distribution never fsyncs its uploads, and the
+ * kernel writing them back during Berth's next push had that push pay for
+ * them), then a rest lets both servers finish what follows a burst.
+ */
+async function settle(ms: number): Promise<void> {
+  if (ms <= 0) return;
+  await new Deno.Command("sync", { stdout: "null", stderr: "null" }).output().catch(() => {});
+  await new Promise((resolve) => setTimeout(resolve, ms));
+}
 
 /** Runs the side-by-side bench with the command line `args`. */
 export async function runVs(args: string[]): Promise<void> {
@@ -53,6 +66,7 @@ export async function runVs(args: string[]): Promise<void> {
       "page-tags": { type: "string", default: "100000" },
       only: { type: "string" },
       "berth-args": { type: "string", default: "" },
+      "settle-ms": { type: "string", default: "2000" },
       help: { type: "boolean" },
     },
   });
@@ -132,6 +146,7 @@ export async function runVs(args: string[]): Promise<void> {
           if (measure.berthOnly && side.key !== "berth") continue;
           // Warmed up just before its first sample, so earlier rows don't run after its load.
           if (round === 1) await measure.warmUp?.(side, o);
+          await settle(Number(values["settle-ms"]));
           const cpuBefore = cpuSeconds(side.pid);
           const rss = peakRss(side.pid);
           const startRssMib = rss.start;

@@ -3,13 +3,13 @@
  * (64 connections of small requests take it from about 15 to about 100 MiB),
  * and once the requests stop nothing allocates, so nothing triggers the
  * collection that would shrink it again: the process kept about 100 MiB it
- * no longer used, for good. So once a second, if no request is in flight and
+ * no longer used, for good. So twice a second, if no request is in flight and
  * none was handled since the last look, and the heap has grown by
  * {@linkcode SLACK_BYTES} since the last full collection, Berth runs one
  * (through an in-process inspector session, the only way without V8 flags;
  * it needs `--allow-sys`, and without it nothing is done). A full
  * collection of a 100 MiB heap takes a few milliseconds, and it only runs when
- * the server has had nothing to do for a second.
+ * the server has had nothing to do for half a second.
  *
  * @module
  */
@@ -17,7 +17,7 @@ import { Session } from "node:inspector";
 
 /** Growth of V8's heap since the last full collection that makes an idle one worth it. */
 export const SLACK_BYTES = 16 * 1024 * 1024;
-const INTERVAL_MS = 1000;
+const INTERVAL_MS = 500;
 
 /** What the server is doing: requests in flight now, and handled since it started. */
 export interface Activity {
@@ -49,7 +49,7 @@ export class IdleCollector {
     }
   }
 
-  /** Looks once a second until stopped. */
+  /** Looks twice a second until stopped. */
   start(): this {
     this.#timer = setInterval(() => void this.tick(), INTERVAL_MS);
     Deno.unrefTimer(this.#timer);
