@@ -54,7 +54,7 @@ const AUTO_CHUNK_BYTES = 64 * 1024;
 
 const HEADER_END = new TextEncoder().encode("\r\n\r\n");
 const windows1252 = new TextDecoder("latin1");
-const BEYOND_LATIN1 = /[^\u0000-\u00ff]/;
+const BEYOND_LATIN1 = /[\u0100-\uffff]/;
 
 /**
  * Bytes as ISO-8859-1 text, one character per byte (`TextDecoder("latin1")`
