@@ -76,8 +76,10 @@
  */
 
 import {
+  concat,
   decodeLatin1,
   encodeLatin1,
+  indexOf,
   TAKEN_BODY_HEADER,
   TakenBody,
   takenHead,
@@ -424,25 +426,6 @@ const handedOff = new WeakMap<Response, number>();
 /** How many body bytes the guard writes for `response`, if it was handed off (for metrics). */
 export function handedOffLength(response: Response): number | undefined {
   return handedOff.get(response);
-}
-
-/** Where `needle` first occurs in `bytes` from `from`, or -1. */
-function indexOf(bytes: Uint8Array, needle: Uint8Array, from = 0): number {
-  const first = needle[0]!;
-  const last = bytes.length - needle.length;
-  for (let i = bytes.indexOf(first, from); i !== -1 && i <= last; i = bytes.indexOf(first, i + 1)) {
-    let j = 1;
-    while (j < needle.length && bytes[i + j] === needle[j]) j++;
-    if (j === needle.length) return i;
-  }
-  return -1;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const joined = new Uint8Array(a.length + b.length);
-  joined.set(a);
-  joined.set(b, a.length);
-  return joined;
 }
 
 /** Writes `length` bytes of `file` from `start` to the client, then closes the file. */

@@ -159,7 +159,7 @@ export function takenHead(head: RequestHead, nonce: string): Uint8Array {
 }
 
 /** Where `needle` first occurs in `bytes` from `from`, or -1. */
-function indexOf(bytes: Uint8Array, needle: Uint8Array, from = 0): number {
+export function indexOf(bytes: Uint8Array, needle: Uint8Array, from = 0): number {
   const first = needle[0]!;
   const last = bytes.length - needle.length;
   for (let i = bytes.indexOf(first, from); i !== -1 && i <= last; i = bytes.indexOf(first, i + 1)) {
@@ -170,7 +170,8 @@ function indexOf(bytes: Uint8Array, needle: Uint8Array, from = 0): number {
   return -1;
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+/** `a` then `b`, in a new array. */
+export function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   const joined = new Uint8Array(a.length + b.length);
   joined.set(a);
   joined.set(b, a.length);
