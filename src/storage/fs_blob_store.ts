@@ -550,9 +550,14 @@ export class FsBlobStore implements Storage {
     }
     if (actual !== digest) return { ok: false, actual, size };
     if (info.size > size) {
-      if ((info.nlink ?? 1) > 1) throw new Error(`Upload ${uploadId}: linked data grew`);
-      await file.truncate(size);
-      await file.syncData();
+      if ((info.nlink ?? 1) > 1) {
+        // Linked into place by a finish whose commit was lost: that inode is a longer blob
+        // now, never to be cut. The acknowledged bytes become a file of their own.
+        (await this.#privateCopy(this.#uploadDir(uploadId), path, size)).close();
+      } else {
+        await file.truncate(size);
+        await file.syncData();
+      }
     }
     this.#running.delete(uploadId);
     // Nothing of `data` is pending any more: once linked it is the blob's inode too.

@@ -200,3 +200,24 @@ Deno.test("FsBlobStore: removing the last appended part after its finish placed 
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("FsBlobStore.finish() of the acknowledged bytes when a placed blob's longer data shares the file copies them, leaving that blob whole", async () => {
+  // A closing PUT with a last chunk placed its blob (a hard link to `data`), then lost its
+  // commit; the client then closes the session at what was acknowledged, by that digest.
+  await using store = await tempStore();
+  const first = bytesOf(200_000, 1);
+  const last = bytesOf(100_000, 2);
+  const whole = new Uint8Array([...first, ...last]);
+  const lock = await store.lockUpload("u");
+  const part = await store.writePart("u", bodyOf(first), { algorithm: "sha256", at: 0 });
+  store.acknowledgePart!("u", part);
+  const final = await store.writePart("u", bodyOf(last), { algorithm: "sha256", at: 200_000 });
+  assert.deepEqual(await store.finish("u", [part, final], digestOf(whole)), {
+    ok: true,
+    size: 300_000,
+  });
+  assert.deepEqual(await store.finish("u", [part], digestOf(first)), { ok: true, size: 200_000 });
+  await lock.release();
+  assert.equal(digestOf(await Deno.readFile(store.blobPath(digestOf(whole)))), digestOf(whole));
+  assert.equal(digestOf(await Deno.readFile(store.blobPath(digestOf(first)))), digestOf(first));
+});
